@@ -1,0 +1,135 @@
+//! The multipart form of `POST /api/v1/remove-watermark`.
+
+use axum::extract::Multipart;
+use axum::extract::multipart::{Field, MultipartError};
+use axum::http::StatusCode;
+use bytes::{Bytes, BytesMut};
+use unmark_schemas::ParamError;
+use unmark_schemas::params::{Engine, OutputFormat, WatermarkOptions};
+
+use crate::ApiError;
+
+const FIELDS: &str =
+    "image, mask, engine, radius, mask_dilate, format, quality, work_max_side, keep_metadata";
+
+/// A parsed and validated request.
+pub(crate) struct WatermarkForm {
+    pub(crate) image: Bytes,
+    pub(crate) mask: Option<Bytes>,
+    pub(crate) options: WatermarkOptions,
+}
+
+fn multipart_error(e: MultipartError, limit: usize) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large(format!("request body is over the limit of {limit} bytes"))
+    } else {
+        ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()))
+    }
+}
+
+/// Reads a file part, refusing it as soon as it passes `limit` bytes.
+async fn read_file(
+    mut field: Field<'_>,
+    name: &str,
+    limit: u64,
+    body_limit: usize,
+) -> Result<Bytes, ApiError> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| multipart_error(e, body_limit))?
+    {
+        if (buf.len() + chunk.len()) as u64 > limit {
+            return Err(ApiError::too_large(format!(
+                "{name} is over the limit of {limit} bytes"
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+fn number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, ApiError> {
+    text.trim()
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{name} must be a whole number, got {text:?}")))
+}
+
+fn boolean(name: &str, text: &str) -> Result<bool, ApiError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ApiError::bad_request(format!(
+            "{name} must be true or false, got {text:?}"
+        ))),
+    }
+}
+
+fn param(e: ParamError) -> ApiError {
+    ApiError::bad_request(e.message)
+}
+
+/// Parses the form over `defaults`; every part is checked, unknown and repeated ones refused.
+pub(crate) async fn parse(
+    mut multipart: Multipart,
+    defaults: &WatermarkOptions,
+    body_limit: usize,
+) -> Result<WatermarkForm, ApiError> {
+    let mut options = defaults.clone();
+    let file_limit = defaults.decode.max_input_bytes;
+    let (mut image, mut mask) = (None, None);
+    let mut seen = Vec::new();
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(e, body_limit))?
+    {
+        let name = field.name().unwrap_or_default().to_owned();
+        if seen.contains(&name) {
+            return Err(ApiError::bad_request(format!(
+                "part {name:?} appears twice"
+            )));
+        }
+        seen.push(name.clone());
+        match name.as_str() {
+            "image" => image = Some(read_file(field, "image", file_limit, body_limit).await?),
+            "mask" => mask = Some(read_file(field, "mask", file_limit, body_limit).await?),
+            _ => {
+                let text = field
+                    .text()
+                    .await
+                    .map_err(|e| multipart_error(e, body_limit))?;
+                match name.as_str() {
+                    "engine" => {
+                        options.inpaint.engine = Engine::parse(text.trim()).map_err(param)?
+                    }
+                    "radius" => options.inpaint.radius = number(&name, &text)?,
+                    "mask_dilate" => options.detect.mask_dilate = number(&name, &text)?,
+                    "format" => {
+                        options.encode.format =
+                            Some(OutputFormat::parse(text.trim()).map_err(param)?)
+                    }
+                    "quality" => options.encode.quality = number(&name, &text)?,
+                    "work_max_side" => options.prescale.work_max_side = number(&name, &text)?,
+                    "keep_metadata" => options.encode.keep_metadata = boolean(&name, &text)?,
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "unknown part {other:?}; expected one of {FIELDS}"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    let image = image.ok_or_else(|| ApiError::bad_request("missing the \"image\" part"))?;
+    if image.is_empty() {
+        return Err(ApiError::bad_request("the \"image\" part is empty"));
+    }
+    options.validate().map_err(param)?;
+    Ok(WatermarkForm {
+        image,
+        mask: mask.filter(|m| !m.is_empty()),
+        options,
+    })
+}

@@ -1,0 +1,177 @@
+use std::time::Instant;
+
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{DefaultBodyLimit, Multipart, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use unmark_broker::{JobError, JobOutcome};
+use unmark_schemas::{JobId, pipeline};
+
+use crate::{ApiError, AppState, auth, form};
+
+pub(crate) fn build(state: AppState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    let protected = Router::new()
+        .route("/api/v1/remove-watermark", post(remove_watermark))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .merge(protected)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            early_length_check,
+        ))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let path = request
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map_or(request.uri().path(), |p| p.as_str());
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path,
+                    request_id = request_id(request.headers()).as_deref().unwrap_or("-"),
+                )
+            }),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Refuses a declared body over the limit before reading any of it.
+async fn early_length_check(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limit = state.config.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::too_large(format!("request body is over the limit of {limit} bytes"))
+            .with_request_id(request_id(request.headers()))
+            .into_response();
+    }
+    next.run(request).await
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "status": "ok",
+        "model": unmark_schemas::params::Engine::default().as_str(),
+        "engines": unmark_schemas::params::Engine::ALL.map(|e| e.as_str()),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this endpoint does not take that method",
+    )
+}
+
+async fn remove_watermark(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let rid = request_id(&headers);
+    let started = Instant::now();
+    let multipart = multipart.map_err(|e| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-multipart",
+            format!(
+                "expected a multipart/form-data body with an \"image\" part: {}",
+                e.body_text()
+            ),
+        )
+        .with_request_id(rid.clone())
+    })?;
+    let config = &state.config;
+    let request = form::parse(multipart, &config.defaults, config.max_body_bytes)
+        .await
+        .map_err(|e| e.with_request_id(rid.clone()))?;
+    let id = JobId::new(uuid::Uuid::new_v4().to_string())
+        .map_err(|e| ApiError::internal(e, rid.clone()))?;
+    let mut inputs = vec![("input", request.image)];
+    if let Some(mask) = request.mask {
+        inputs.push(("mask_input", mask));
+    }
+    let client = &state.client;
+    let steps = pipeline::remove_watermark(&request.options);
+    let mut job = client
+        .submit(id.clone(), pipeline::REMOVE_WATERMARK, steps, inputs)
+        .await
+        .map_err(|e| match e {
+            JobError::Invalid(p) => ApiError::bad_request(p.message),
+            other => ApiError::internal(other, rid.clone()),
+        })?;
+    let outcome = job.wait(config.sync_timeout).await;
+    let response = match outcome {
+        Ok(JobOutcome::Succeeded {
+            result,
+            content_type,
+            ..
+        }) => {
+            let bytes = client
+                .fetch(&result)
+                .await
+                .map_err(|e| ApiError::internal(e, rid.clone()))?;
+            let mut response = bytes.into_response();
+            let h = response.headers_mut();
+            let value =
+                |s: &str| HeaderValue::from_str(s).map_err(|e| ApiError::internal(e, rid.clone()));
+            h.insert(header::CONTENT_TYPE, value(&content_type)?);
+            h.insert("x-job-id", value(id.as_str())?);
+            h.insert(
+                "x-processing-ms",
+                value(&started.elapsed().as_millis().to_string())?,
+            );
+            Ok(response)
+        }
+        Ok(JobOutcome::Failed {
+            reason, message, ..
+        }) => Err(ApiError::from_failure(reason, message, rid.clone())),
+        Err(JobError::TimedOut(_, limit)) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!("the job did not finish within {} s", limit.as_secs()),
+        )
+        .with_request_id(rid.clone())),
+        Err(other) => Err(ApiError::internal(other, rid.clone())),
+    };
+    if let Err(e) = client.discard(&id).await {
+        tracing::warn!(job_id = %id, error = %e, "cannot discard the job's blobs");
+    }
+    response
+}

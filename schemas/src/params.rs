@@ -1,0 +1,359 @@
+//! Parameters of each built-in stage, and the user-facing options of the watermark pipeline.
+//!
+//! The doc comments here are the user documentation of each parameter: they are copied into the
+//! published JSON Schemas. Every struct rejects unknown fields, so a typo is an error rather
+//! than a silently ignored setting.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Default inpainting radius in pixels (chosen by measurement on the dev set, see README).
+pub const DEFAULT_RADIUS: u32 = 5;
+/// Default mask dilation in pixels (chosen by measurement on the dev set, see README).
+pub const DEFAULT_MASK_DILATE: u32 = 2;
+/// Default longest side of the working image (chosen by measurement, see README).
+pub const DEFAULT_WORK_MAX_SIDE: u32 = 4096;
+/// Default JPEG quality.
+pub const DEFAULT_QUALITY: u8 = 95;
+/// Default pixel limit in megapixels.
+pub const DEFAULT_MAX_MEGAPIXELS: f64 = 50.0;
+/// Default input size limit in bytes (32 MiB).
+pub const DEFAULT_MAX_INPUT_BYTES: u64 = 32 * 1024 * 1024;
+
+/// A parameter that is malformed or out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ParamError {
+    /// The parameter's name.
+    pub param: String,
+    /// What was expected and what came.
+    pub message: String,
+}
+
+impl ParamError {
+    /// A new error about `param`; `message` must make sense on its own.
+    pub fn new(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            param: param.into(),
+            message: message.into(),
+        }
+    }
+}
+
+fn check_range<T: PartialOrd + fmt::Display>(
+    name: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ParamError> {
+    if value < min || value > max {
+        return Err(ParamError::new(
+            name,
+            format!("{name} must be from {min} to {max}, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `decode`: reads the input image (and the mask, where one was sent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeParams {
+    /// Largest accepted image, in megapixels (width x height / 1e6). Checked from the file
+    /// header before any pixel is decoded.
+    pub max_megapixels: f64,
+    /// Largest accepted encoded input, in bytes.
+    pub max_input_bytes: u64,
+}
+
+impl Default for DecodeParams {
+    fn default() -> Self {
+        Self {
+            max_megapixels: DEFAULT_MAX_MEGAPIXELS,
+            max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
+        }
+    }
+}
+
+impl DecodeParams {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        if !(self.max_megapixels > 0.0 && self.max_megapixels <= 1000.0) {
+            return Err(ParamError::new(
+                "max_megapixels",
+                format!(
+                    "max_megapixels must be above 0 and at most 1000, got {}",
+                    self.max_megapixels
+                ),
+            ));
+        }
+        check_range(
+            "max_input_bytes",
+            self.max_input_bytes,
+            1,
+            1024 * 1024 * 1024,
+        )
+    }
+}
+
+/// `prescale`: computes the working image the inpainter sees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrescaleParams {
+    /// Longest side of the working image in pixels; larger images are downscaled for
+    /// inpainting and the result is scaled back inside the mask only.
+    pub work_max_side: u32,
+}
+
+impl Default for PrescaleParams {
+    fn default() -> Self {
+        Self {
+            work_max_side: DEFAULT_WORK_MAX_SIDE,
+        }
+    }
+}
+
+impl PrescaleParams {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        check_range("work_max_side", self.work_max_side, 64, 16384)
+    }
+}
+
+/// `detect`: turns the client's mask into the mask the inpainter uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectParams {
+    /// Grow the mask by this many pixels (a disk), to cover anti-aliased or JPEG-smeared
+    /// edges of the mark.
+    pub mask_dilate: u32,
+}
+
+impl Default for DetectParams {
+    fn default() -> Self {
+        Self {
+            mask_dilate: DEFAULT_MASK_DILATE,
+        }
+    }
+}
+
+impl DetectParams {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        check_range("mask_dilate", self.mask_dilate, 0, 64)
+    }
+}
+
+/// Inpainting engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Telea's fast marching method (2004): fills from the mask's edge inwards.
+    #[default]
+    Telea,
+}
+
+impl Engine {
+    /// All engines, for error messages and health output.
+    pub const ALL: [Engine; 1] = [Engine::Telea];
+
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Telea => "telea",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(name: &str) -> Result<Self, ParamError> {
+        Self::ALL
+            .into_iter()
+            .find(|e| e.as_str() == name)
+            .ok_or_else(|| ParamError::new("engine", format!("engine must be telea, got {name:?}")))
+    }
+}
+
+/// `inpaint`: fills the masked pixels of the working image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct InpaintParams {
+    /// The inpainting engine.
+    pub engine: Engine,
+    /// Neighbourhood radius in pixels of the working image: how far from a pixel the engine
+    /// looks for known pixels.
+    pub radius: u32,
+}
+
+impl Default for InpaintParams {
+    fn default() -> Self {
+        Self {
+            engine: Engine::Telea,
+            radius: DEFAULT_RADIUS,
+        }
+    }
+}
+
+impl InpaintParams {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        check_range("radius", self.radius, 1, 32)
+    }
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// PNG, lossless.
+    Png,
+    /// JPEG at `quality`; an alpha channel is flattened onto white.
+    Jpeg,
+    /// WebP, lossless.
+    Webp,
+}
+
+impl OutputFormat {
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Png => "png",
+            Self::Jpeg => "jpeg",
+            Self::Webp => "webp",
+        }
+    }
+
+    /// The media type of encoded output.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Png => "image/png",
+            Self::Jpeg => "image/jpeg",
+            Self::Webp => "image/webp",
+        }
+    }
+
+    /// Parses a wire name (`jpg` is accepted for `jpeg`).
+    pub fn parse(name: &str) -> Result<Self, ParamError> {
+        match name.to_ascii_lowercase().as_str() {
+            "png" => Ok(Self::Png),
+            "jpeg" | "jpg" => Ok(Self::Jpeg),
+            "webp" => Ok(Self::Webp),
+            _ => Err(ParamError::new(
+                "format",
+                format!("format must be png, jpeg or webp, got {name:?}"),
+            )),
+        }
+    }
+}
+
+/// `encode`: pastes the inpainted pixels into the original and encodes the result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncodeParams {
+    /// Output format; by default the input's format where unmark can write it, else PNG.
+    pub format: Option<OutputFormat>,
+    /// JPEG quality, 1 to 100.
+    pub quality: u8,
+    /// Keep the input's EXIF block (its orientation reset, since it is already applied).
+    /// The ICC profile is always kept.
+    pub keep_metadata: bool,
+}
+
+impl Default for EncodeParams {
+    fn default() -> Self {
+        Self {
+            format: None,
+            quality: DEFAULT_QUALITY,
+            keep_metadata: false,
+        }
+    }
+}
+
+impl EncodeParams {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        check_range("quality", self.quality, 1, 100)
+    }
+}
+
+/// Everything a client may set on a watermark removal, gathered from a form or a CLI.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WatermarkOptions {
+    /// Limits of the decode step.
+    pub decode: DecodeParams,
+    /// Working image size.
+    pub prescale: PrescaleParams,
+    /// Mask preparation.
+    pub detect: DetectParams,
+    /// Inpainting.
+    pub inpaint: InpaintParams,
+    /// Output.
+    pub encode: EncodeParams,
+}
+
+impl WatermarkOptions {
+    /// Checks every parameter.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        self.decode.validate()?;
+        self.prescale.validate()?;
+        self.detect.validate()?;
+        self.inpaint.validate()?;
+        self.encode.validate()
+    }
+}
+
+/// Parses a step's parameters as `T`, rejecting unknown fields.
+pub fn parse<T: DeserializeOwned + Default>(
+    stage: &str,
+    value: &serde_json::Value,
+) -> Result<T, ParamError> {
+    if value.is_null() {
+        return Ok(T::default());
+    }
+    serde_json::from_value(value.clone())
+        .map_err(|e| ParamError::new(stage, format!("bad {stage} parameters: {e}")))
+}
+
+/// Checks a step's parameters against its stage's schema; unknown stages are an error.
+pub fn validate_step(stage: &str, value: &serde_json::Value) -> Result<(), ParamError> {
+    match stage {
+        "decode" => parse::<DecodeParams>(stage, value)?.validate(),
+        "prescale" => parse::<PrescaleParams>(stage, value)?.validate(),
+        "detect" => parse::<DetectParams>(stage, value)?.validate(),
+        "inpaint" => parse::<InpaintParams>(stage, value)?.validate(),
+        "encode" => parse::<EncodeParams>(stage, value)?.validate(),
+        other => Err(ParamError::new("stage", format!("unknown stage {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = validate_step("inpaint", &serde_json::json!({"radius": 3, "radios": 4}))
+            .expect_err("typo must fail");
+        assert!(err.message.contains("radios"), "{err}");
+    }
+
+    #[test]
+    fn ranges_name_the_value() {
+        let err =
+            validate_step("inpaint", &serde_json::json!({"radius": 40})).expect_err("out of range");
+        assert_eq!(err.message, "radius must be from 1 to 32, got 40");
+    }
+
+    #[test]
+    fn null_params_take_defaults() {
+        let p: EncodeParams = parse("encode", &serde_json::Value::Null).expect("defaults");
+        assert_eq!(p, EncodeParams::default());
+    }
+
+    #[test]
+    fn format_names() {
+        assert_eq!(OutputFormat::parse("JPG"), Ok(OutputFormat::Jpeg));
+        assert!(OutputFormat::parse("gif").is_err());
+    }
+}

@@ -1,0 +1,136 @@
+//! The command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use unmark_schemas::params::{Engine, OutputFormat, WatermarkOptions};
+
+use crate::config::Config;
+
+/// Removes watermarks from images: a service (`serve`) or a one-shot command.
+#[derive(Debug, Parser)]
+#[command(name = "unmark", version, about)]
+pub(crate) struct Cli {
+    /// Configuration file (TOML); `UNMARK_*` variables override it.
+    #[arg(long, global = true, env = "UNMARK_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the HTTP API with every stage in this process (embedded mode).
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080; port 0 picks a free one).
+        #[arg(long)]
+        bind: Option<String>,
+        /// Directory for unmark's state.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Removes the watermark from one image, or from every image in a folder.
+    RemoveWatermark(RemoveArgs),
+    /// Writes the JSON Schemas of the wire types.
+    Schemas {
+        /// Output folder.
+        #[arg(long, default_value = "schemas/json")]
+        out: PathBuf,
+    },
+}
+
+/// Arguments of `remove-watermark`.
+#[derive(Debug, Args)]
+pub(crate) struct RemoveArgs {
+    /// An image file, or a folder of images.
+    pub(crate) input: PathBuf,
+    /// Mask image (white = remove); in folder mode, one mask for every image.
+    #[arg(long, conflicts_with = "mask_dir")]
+    pub(crate) mask: Option<PathBuf>,
+    /// Folder of masks matched to the images by file name (or by stem, any extension).
+    #[arg(long)]
+    pub(crate) mask_dir: Option<PathBuf>,
+    /// Output file, or output folder in folder mode.
+    #[arg(short, long)]
+    pub(crate) output: PathBuf,
+    /// Inpainting engine.
+    #[arg(long)]
+    pub(crate) engine: Option<String>,
+    /// Inpainting radius in pixels.
+    #[arg(long)]
+    pub(crate) radius: Option<u32>,
+    /// Grow the mask by this many pixels.
+    #[arg(long)]
+    pub(crate) mask_dilate: Option<u32>,
+    /// Output format: png, jpeg or webp (default: the input's).
+    #[arg(long)]
+    pub(crate) format: Option<String>,
+    /// JPEG quality.
+    #[arg(long)]
+    pub(crate) quality: Option<u8>,
+    /// Longest side of the working image.
+    #[arg(long)]
+    pub(crate) work_max_side: Option<u32>,
+    /// Keep the EXIF block.
+    #[arg(long)]
+    pub(crate) keep_metadata: bool,
+    /// Images processed at once in folder mode (default: one per CPU core).
+    #[arg(long)]
+    pub(crate) jobs: Option<usize>,
+}
+
+impl RemoveArgs {
+    /// The options of this run over the configured defaults.
+    pub(crate) fn options(&self, mut o: WatermarkOptions) -> Result<WatermarkOptions> {
+        if let Some(e) = &self.engine {
+            o.inpaint.engine = Engine::parse(e)?;
+        }
+        if let Some(f) = &self.format {
+            o.encode.format = Some(OutputFormat::parse(f)?);
+        }
+        o.inpaint.radius = self.radius.unwrap_or(o.inpaint.radius);
+        o.detect.mask_dilate = self.mask_dilate.unwrap_or(o.detect.mask_dilate);
+        o.encode.quality = self.quality.unwrap_or(o.encode.quality);
+        o.prescale.work_max_side = self.work_max_side.unwrap_or(o.prescale.work_max_side);
+        o.encode.keep_metadata |= self.keep_metadata;
+        o.validate()?;
+        Ok(o)
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Runs a parsed command line.
+pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    match cli.command {
+        Command::Serve { bind, data_dir } => {
+            if let Some(bind) = bind {
+                config.server.bind = bind;
+            }
+            if let Some(dir) = data_dir {
+                config.server.data_dir = dir;
+            }
+            runtime()?.block_on(crate::serve::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RemoveWatermark(args) => runtime()?.block_on(crate::batch::run(&config, &args)),
+        Command::Schemas { out } => {
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            for (name, text) in unmark_schemas::json_schemas() {
+                let path = out.join(name);
+                std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

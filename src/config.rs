@@ -1,0 +1,260 @@
+//! Configuration: one TOML file plus `UNMARK_*` environment overrides.
+//!
+//! Any key can be overridden as `UNMARK_<SECTION>__<KEY>` (double underscore between section
+//! and key), for example `UNMARK_LIMITS__MAX_MEGAPIXELS=80`. The value is read as TOML when
+//! it parses (numbers, booleans) and as a string otherwise. Shortcuts: `UNMARK_API_KEY`,
+//! `UNMARK_BIND`, `UNMARK_DATA_DIR`. Precedence: command-line flags, then environment, then
+//! the file, then the defaults. `unmark.example.toml` documents every key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use unmark_schemas::params::{
+    DecodeParams, DetectParams, EncodeParams, Engine, InpaintParams, OutputFormat, PrescaleParams,
+    WatermarkOptions,
+};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Config {
+    pub(crate) server: Server,
+    pub(crate) limits: DecodeParams,
+    pub(crate) defaults: Defaults,
+    pub(crate) runner: Runner,
+}
+
+/// `[server]`: the HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Server {
+    /// Address to listen on.
+    pub(crate) bind: String,
+    /// Where unmark keeps state.
+    pub(crate) data_dir: PathBuf,
+    /// When non-empty, every endpoint but health requires this key.
+    pub(crate) api_key: String,
+    /// Largest request body; by default twice `limits.max_input_bytes` plus 1 MiB.
+    pub(crate) max_body_bytes: Option<usize>,
+    /// Seconds a synchronous request waits for its job.
+    pub(crate) sync_timeout_secs: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("unmark-data"),
+            api_key: String::new(),
+            max_body_bytes: None,
+            sync_timeout_secs: 120,
+        }
+    }
+}
+
+/// `[defaults]`: the default options of every watermark removal (see `unmark.example.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Defaults {
+    pub(crate) engine: Engine,
+    pub(crate) radius: u32,
+    pub(crate) mask_dilate: u32,
+    pub(crate) work_max_side: u32,
+    pub(crate) format: Option<OutputFormat>,
+    pub(crate) quality: u8,
+    pub(crate) keep_metadata: bool,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        let o = WatermarkOptions::default();
+        Self {
+            engine: o.inpaint.engine,
+            radius: o.inpaint.radius,
+            mask_dilate: o.detect.mask_dilate,
+            work_max_side: o.prescale.work_max_side,
+            format: o.encode.format,
+            quality: o.encode.quality,
+            keep_metadata: o.encode.keep_metadata,
+        }
+    }
+}
+
+/// `[runner]`: how stages consume their subjects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Runner {
+    /// Messages each stage processes at once; 0 means one per CPU core.
+    pub(crate) concurrency: usize,
+    /// Deliveries of a message before a retryable failure fails the job.
+    pub(crate) max_deliver: u32,
+}
+
+impl Default for Runner {
+    fn default() -> Self {
+        Self {
+            concurrency: 0,
+            max_deliver: 5,
+        }
+    }
+}
+
+const SHORTCUTS: [(&str, &str, &str); 3] = [
+    ("UNMARK_API_KEY", "server", "api_key"),
+    ("UNMARK_BIND", "server", "bind"),
+    ("UNMARK_DATA_DIR", "server", "data_dir"),
+];
+
+fn env_value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
+}
+
+fn set(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) -> Result<()> {
+    let entry = table
+        .entry(section.to_owned())
+        .or_insert_with(|| toml::Value::Table(Default::default()));
+    let toml::Value::Table(section_table) = entry else {
+        anyhow::bail!("configuration key {section} must be a table");
+    };
+    section_table.insert(key.to_owned(), value);
+    Ok(())
+}
+
+impl Config {
+    /// Reads `file` (when given), then applies `vars` (the environment).
+    pub(crate) fn load(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<toml::Table>(&text)
+                    .with_context(|| format!("config file {} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, text) in vars {
+            if let Some((_, section, key)) = SHORTCUTS.iter().find(|(n, ..)| *n == name) {
+                set(&mut table, section, key, toml::Value::String(text))?;
+            } else if let Some(rest) = name.strip_prefix("UNMARK_") {
+                if let Some((section, key)) = rest.split_once("__") {
+                    let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+                    set(&mut table, &section, &key, env_value(&text))?;
+                }
+            }
+        }
+        let config: Config = table
+            .try_into()
+            .context("invalid configuration (file or UNMARK_* environment)")?;
+        config
+            .options()
+            .validate()
+            .context("invalid configuration")?;
+        Ok(config)
+    }
+
+    /// Default options of a watermark removal.
+    pub(crate) fn options(&self) -> WatermarkOptions {
+        let d = &self.defaults;
+        WatermarkOptions {
+            decode: self.limits.clone(),
+            prescale: PrescaleParams {
+                work_max_side: d.work_max_side,
+            },
+            detect: DetectParams {
+                mask_dilate: d.mask_dilate,
+            },
+            inpaint: InpaintParams {
+                engine: d.engine,
+                radius: d.radius,
+            },
+            encode: EncodeParams {
+                format: d.format,
+                quality: d.quality,
+                keep_metadata: d.keep_metadata,
+            },
+        }
+    }
+
+    /// Settings of the HTTP API.
+    pub(crate) fn gateway(&self) -> unmark_gateway::GatewayConfig {
+        let options = self.options();
+        let max_body_bytes = self
+            .server
+            .max_body_bytes
+            .unwrap_or(2 * options.decode.max_input_bytes as usize + 1024 * 1024);
+        unmark_gateway::GatewayConfig {
+            api_key: Some(self.server.api_key.clone()).filter(|k| !k.is_empty()),
+            max_body_bytes,
+            defaults: options,
+            sync_timeout: Duration::from_secs(self.server.sync_timeout_secs),
+        }
+    }
+
+    /// Settings of the stage runners.
+    pub(crate) fn runner(&self) -> unmark_stages::RunnerConfig {
+        let mut runner = unmark_stages::RunnerConfig {
+            max_deliver: self.runner.max_deliver,
+            ..Default::default()
+        };
+        if self.runner.concurrency > 0 {
+            runner.concurrency = self.runner.concurrency;
+        }
+        runner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("unmark.toml");
+        std::fs::write(
+            &file,
+            "[defaults]\nradius = 7\n[server]\nbind = \"0.0.0.0:1\"\n",
+        )
+        .expect("write");
+        let config = Config::load(
+            Some(&file),
+            vars(&[
+                ("UNMARK_DEFAULTS__MASK_DILATE", "4"),
+                ("UNMARK_API_KEY", "k"),
+                ("UNMARK_BIND", "127.0.0.1:9"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(config.defaults.radius, 7);
+        assert_eq!(config.defaults.mask_dilate, 4);
+        assert_eq!(config.server.bind, "127.0.0.1:9");
+        assert_eq!(config.gateway().api_key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors() {
+        let err = Config::load(None, vars(&[("UNMARK_DEFAULTS__RADIOS", "4")])).expect_err("typo");
+        assert!(format!("{err:#}").contains("radios"), "{err:#}");
+        let err =
+            Config::load(None, vars(&[("UNMARK_DEFAULTS__RADIUS", "99")])).expect_err("range");
+        assert!(
+            format!("{err:#}").contains("radius must be from 1 to 32"),
+            "{err:#}"
+        );
+    }
+}

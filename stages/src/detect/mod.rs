@@ -1,0 +1,188 @@
+//! `detect`: the mask the inpainter uses.
+//!
+//! With a client mask: check its size, grow it by `mask_dilate` (a disk) and make the working
+//! resolution copy. Without one: fail with `mask_required` — automatic detection is a later
+//! engine, and guessing a mask here would silently damage photos.
+
+use unmark_schemas::FailureReason;
+use unmark_schemas::params::{self, DetectParams};
+
+use crate::artifact;
+use crate::{Artifacts, Mask, Produced, Stage, StageError, StageOutput};
+
+/// The message clients get when they send no mask.
+pub const MASK_REQUIRED: &str = "automatic watermark detection is not available: send a mask";
+
+/// Grows `mask` by a disk of `radius` pixels.
+pub fn dilate(mask: &Mask, radius: u32) -> Mask {
+    if radius == 0 {
+        return mask.clone();
+    }
+    let (w, h) = (mask.width as usize, mask.height as usize);
+    let r = radius as i64;
+    // Half-width of the disk on each row offset.
+    let spans: Vec<usize> = (-r..=r)
+        .map(|dy| (((r * r - dy * dy) as f64).sqrt().floor()) as usize)
+        .collect();
+    // Per source row, a prefix count of set pixels: a horizontal dilation is then O(1) a pixel.
+    let prefix: Vec<Vec<u32>> = mask
+        .data
+        .chunks_exact(w)
+        .map(|row| {
+            let mut p = Vec::with_capacity(w + 1);
+            p.push(0);
+            let mut sum = 0;
+            for &v in row {
+                sum += u32::from(v != 0);
+                p.push(sum);
+            }
+            p
+        })
+        .collect();
+    let mut out = Mask::new(mask.width, mask.height);
+    for y in 0..h {
+        let row = &mut out.data[y * w..(y + 1) * w];
+        for (k, &half) in spans.iter().enumerate() {
+            let sy = y as i64 + k as i64 - r;
+            if sy < 0 || sy >= h as i64 {
+                continue;
+            }
+            let p = &prefix[sy as usize];
+            if p[w] == 0 {
+                continue;
+            }
+            for (x, v) in row.iter_mut().enumerate() {
+                if *v == 0 {
+                    let lo = x.saturating_sub(half);
+                    let hi = (x + half + 1).min(w);
+                    *v = u8::from(p[hi] > p[lo]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Shrinks `mask` to `width` x `height`: a working pixel is set when any full-resolution
+/// pixel under it is, so the working mask always covers the mark.
+pub fn shrink(mask: &Mask, width: u32, height: u32) -> Mask {
+    let mut out = Mask::new(width, height);
+    let sx = mask.width as f64 / width as f64;
+    let sy = mask.height as f64 / height as f64;
+    for y in 0..mask.height {
+        let wy = ((y as f64 / sy) as u32).min(height - 1);
+        for x in 0..mask.width {
+            if mask.get(x, y) {
+                let wx = ((x as f64 / sx) as u32).min(width - 1);
+                out.set(wx, wy, true);
+            }
+        }
+    }
+    out
+}
+
+/// The client's mask, checked against the image size and grown by `dilate` pixels.
+pub fn prepare_mask(
+    user: &Mask,
+    image_size: (u32, u32),
+    dilate_px: u32,
+) -> Result<Mask, StageError> {
+    if user.size() != image_size {
+        return Err(StageError::new(
+            FailureReason::MaskSizeMismatch,
+            format!(
+                "mask is {}x{} but image is {}x{}",
+                user.width, user.height, image_size.0, image_size.1
+            ),
+        ));
+    }
+    Ok(dilate(user, dilate_px))
+}
+
+/// The `detect` stage: `user_mask` to `mask` (full size) and `work_mask` (working size).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DetectStage;
+
+impl Stage for DetectStage {
+    fn name(&self) -> &'static str {
+        "detect"
+    }
+
+    fn reads(&self) -> &'static [&'static str] {
+        &["image", "work", "user_mask"]
+    }
+
+    fn run(
+        &self,
+        inputs: &Artifacts,
+        params: &serde_json::Value,
+    ) -> Result<StageOutput, StageError> {
+        let p: DetectParams = params::parse("detect", params)?;
+        p.validate()?;
+        let Some(user) = inputs.optional("user_mask") else {
+            return Err(StageError::new(FailureReason::MaskRequired, MASK_REQUIRED));
+        };
+        let image = artifact::read_header(inputs.require("image")?)?;
+        let work = artifact::read_header(inputs.require("work")?)?;
+        let mask = prepare_mask(
+            &artifact::read_mask(user)?,
+            (image.width, image.height),
+            p.mask_dilate,
+        )?;
+        let out = StageOutput::default().with("mask", Produced::Blob(artifact::write_mask(&mask)));
+        if (work.width, work.height) == mask.size() {
+            return Ok(out.with("work_mask", Produced::Alias("mask")));
+        }
+        // One more working pixel covers what the resampling kernel smears across the edge.
+        let work_mask = dilate(&shrink(&mask, work.width, work.height), 1);
+        Ok(out.with(
+            "work_mask",
+            Produced::Blob(artifact::write_mask(&work_mask)),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dilation_is_a_disk() {
+        let mut m = Mask::new(9, 9);
+        m.set(4, 4, true);
+        let d = dilate(&m, 2);
+        // Offsets with dx*dx + dy*dy <= 4: 13 of them.
+        assert_eq!(d.count(), 13);
+        assert!(d.get(4, 2) && d.get(2, 4) && d.get(3, 3));
+        assert!(!d.get(2, 2) && !d.get(3, 2));
+        assert_eq!(dilate(&m, 0), m);
+    }
+
+    #[test]
+    fn shrinking_keeps_every_marked_pixel_covered() {
+        let mut m = Mask::new(100, 50);
+        m.set(99, 49, true);
+        m.set(0, 0, true);
+        let s = shrink(&m, 33, 17);
+        assert!(s.get(32, 16) && s.get(0, 0));
+        assert_eq!(s.count(), 2);
+    }
+
+    #[test]
+    fn size_mismatch_names_both_sizes() {
+        let err = prepare_mask(&Mask::new(640, 480), (1024, 768), 2).expect_err("mismatch");
+        assert_eq!(err.reason, FailureReason::MaskSizeMismatch);
+        assert_eq!(err.message, "mask is 640x480 but image is 1024x768");
+    }
+
+    #[test]
+    fn no_mask_is_a_clear_422_reason() {
+        let err = DetectStage
+            .run(&Artifacts::default(), &serde_json::Value::Null)
+            .expect_err("no mask");
+        assert_eq!(
+            (err.reason, err.message.as_str()),
+            (FailureReason::MaskRequired, MASK_REQUIRED)
+        );
+    }
+}

@@ -1,0 +1,335 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+use unmark_broker::{BlobStore, Broker, Delivery, OutMessage, keys, now_ms, subjects};
+use unmark_schemas::{BlobRef, EventKind, FailureReason, JobEvent, StageMessage, StageTiming};
+
+use crate::telemetry::{self, StageEvent};
+use crate::{Artifacts, Produced, Stage, StageError};
+
+/// How a runner consumes and retries.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Messages processed at once by this runner.
+    pub concurrency: usize,
+    /// Deliveries of one message before a retryable failure fails the job.
+    pub max_deliver: u32,
+    /// Delay before redelivery after the n-th failed attempt (the last one repeats).
+    pub backoff: Vec<Duration>,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_deliver: 5,
+            backoff: vec![
+                Duration::from_millis(200),
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(15),
+            ],
+        }
+    }
+}
+
+/// Runs one [`Stage`] over its subject: the only place that knows about acks, retries,
+/// storage and events.
+pub struct Runner {
+    stage: Arc<dyn Stage>,
+    broker: Arc<dyn Broker>,
+    blobs: BlobStore,
+    config: RunnerConfig,
+}
+
+/// What to do with a delivery once handled.
+enum Settle {
+    Ack,
+    Nak(Duration),
+    Term,
+}
+
+impl Runner {
+    /// A runner for `stage`.
+    pub fn new(
+        stage: Arc<dyn Stage>,
+        broker: Arc<dyn Broker>,
+        blobs: BlobStore,
+        config: RunnerConfig,
+    ) -> Self {
+        Self {
+            stage,
+            broker,
+            blobs,
+            config,
+        }
+    }
+
+    /// Consumes until the broker closes. Each message runs in its own task, at most
+    /// `concurrency` at once.
+    pub async fn run(self) -> Result<(), unmark_broker::BrokerError> {
+        let me = Arc::new(self);
+        let subject = subjects::v1::stage(me.stage.name());
+        let mut consumer = me.broker.consume(&subject).await?;
+        let permits = Arc::new(Semaphore::new(me.config.concurrency.max(1)));
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return Ok(());
+            };
+            let delivery = consumer.next().await?;
+            let me = me.clone();
+            tokio::spawn(async move {
+                me.handle(delivery).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn handle(&self, delivery: Delivery) {
+        let stage = self.stage.name();
+        telemetry::emit(stage, StageEvent::Received);
+        let message: StageMessage = match serde_json::from_slice(&delivery.payload) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(stage, error = %e, "unreadable stage message");
+                telemetry::emit(stage, StageEvent::Dropped { why: "unreadable" });
+                let _ = delivery.term().await;
+                return;
+            }
+        };
+        let span =
+            tracing::info_span!("stage", stage, job_id = %message.job.id, step = message.step);
+        let settle = self
+            .process(&message, delivery.attempt)
+            .instrument(span)
+            .await;
+        let settled = match settle {
+            Settle::Ack => delivery.ack().await,
+            Settle::Nak(delay) => delivery.nak(delay).await,
+            Settle::Term => delivery.term().await,
+        };
+        if let Err(e) = settled {
+            tracing::warn!(stage, error = %e, "could not settle a delivery; it will be redelivered");
+        }
+    }
+
+    async fn process(&self, message: &StageMessage, attempt: u32) -> Settle {
+        let stage = self.stage.name();
+        let result = self.execute(message).await;
+        match result {
+            Ok(next) => match self.hand_on(message, next).await {
+                Ok(()) => {
+                    telemetry::emit(stage, StageEvent::Sent);
+                    Settle::Ack
+                }
+                Err(e) => self.failed(message, attempt, e).await,
+            },
+            Err(e) => self.failed(message, attempt, e).await,
+        }
+    }
+
+    /// Loads the artifacts, runs the stage, stores its outputs: the next message.
+    async fn execute(&self, message: &StageMessage) -> Result<StageMessage, StageError> {
+        let stage = self.stage.name();
+        let step = message
+            .job
+            .steps
+            .get(message.step as usize)
+            .ok_or_else(|| StageError::internal(format!("job has no step {}", message.step)))?;
+        if step.stage != stage {
+            return Err(StageError::internal(format!(
+                "step {} is for stage {:?}, not {stage:?}",
+                message.step, step.stage
+            )));
+        }
+        let mut inputs = Artifacts::default();
+        for name in self.stage.reads() {
+            if let Some(blob) = message.blobs.get(*name) {
+                let bytes = self.blobs.get(blob).await.map_err(|e| {
+                    StageError::internal(format!("cannot read artifact {name:?}: {e}"))
+                })?;
+                inputs.0.insert((*name).to_owned(), bytes);
+            }
+        }
+        let params = step.params.clone();
+        let runnable = self.stage.clone();
+        let started = Instant::now();
+        let output = tokio::task::spawn_blocking(move || runnable.run(&inputs, &params))
+            .await
+            .map_err(|e| StageError::internal(format!("stage task failed: {e}")))?;
+        let elapsed = started.elapsed();
+        telemetry::emit(stage, StageEvent::Duration(elapsed));
+        let output = output?;
+
+        let mut next = message.clone();
+        let mut stored: BTreeMap<&str, BlobRef> = BTreeMap::new();
+        for (name, produced) in output.artifacts {
+            let blob = match produced {
+                Produced::Blob(bytes) => self.store(message, name, bytes).await?,
+                // An alias may name an output of this very stage, or an earlier artifact.
+                Produced::Alias(existing) => stored
+                    .get(existing)
+                    .or_else(|| next.blobs.get(existing))
+                    .cloned()
+                    .ok_or_else(|| StageError::internal(format!("no artifact {existing:?}")))?,
+            };
+            stored.insert(name, blob);
+        }
+        for (name, blob) in stored {
+            next.blobs.insert(name.to_owned(), blob);
+        }
+        if output.content_type.is_some() {
+            next.content_type = output.content_type;
+        }
+        next.timings.push(StageTiming {
+            stage: stage.to_owned(),
+            ms: elapsed.as_secs_f64() * 1000.0,
+        });
+        next.step += 1;
+        Ok(next)
+    }
+
+    async fn store(
+        &self,
+        message: &StageMessage,
+        name: &str,
+        bytes: Bytes,
+    ) -> Result<BlobRef, StageError> {
+        let key = keys::artifact(
+            message.job.id.as_str(),
+            message.step,
+            self.stage.name(),
+            name,
+        );
+        self.blobs
+            .put(&key, bytes)
+            .await
+            .map_err(|e| StageError::internal(format!("cannot store artifact {name:?}: {e}")))
+    }
+
+    /// Publishes the next step, or the job's success after the last one.
+    async fn hand_on(&self, done: &StageMessage, next: StageMessage) -> Result<(), StageError> {
+        let broker_err = |e: unmark_broker::BrokerError| StageError::internal(e.to_string());
+        let job = &next.job;
+        let ms = next.timings.last().map_or(0.0, |t| t.ms);
+        let stage_done = EventKind::StageDone {
+            step: done.step,
+            stage: self.stage.name().to_owned(),
+            ms,
+        };
+        self.event(done, stage_done, &done.hop_id()).await?;
+        if let Some(step) = job.steps.get(next.step as usize) {
+            let payload = serde_json::to_vec(&next)
+                .map_err(|e| StageError::internal(format!("cannot encode message: {e}")))?;
+            let out = OutMessage::new(payload.into()).with_id(next.hop_id());
+            return self
+                .broker
+                .publish(&subjects::v1::stage(&step.stage), out)
+                .await
+                .map_err(broker_err);
+        }
+        let result = next
+            .blobs
+            .get("result")
+            .cloned()
+            .ok_or_else(|| StageError::internal("the last step made no result"))?;
+        let content_type = next
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".to_owned());
+        self.discard_intermediates(&next, &result.key).await;
+        let succeeded = EventKind::Succeeded {
+            result,
+            content_type,
+            timings: next.timings.clone(),
+        };
+        self.event(done, succeeded, &format!("{}:succeeded", job.id))
+            .await
+    }
+
+    async fn event(
+        &self,
+        message: &StageMessage,
+        kind: EventKind,
+        msg_id: &str,
+    ) -> Result<(), StageError> {
+        let event = JobEvent {
+            job_id: message.job.id.clone(),
+            at_ms: now_ms(),
+            kind,
+        };
+        self.broker
+            .publish_event(&event, msg_id)
+            .await
+            .map_err(|e| StageError::internal(e.to_string()))
+    }
+
+    /// Decides between retrying and failing the job.
+    async fn failed(&self, message: &StageMessage, attempt: u32, error: StageError) -> Settle {
+        let stage = self.stage.name();
+        telemetry::emit(
+            stage,
+            StageEvent::Error {
+                reason: error.reason.as_str(),
+            },
+        );
+        if error.is_retryable() && attempt < self.config.max_deliver {
+            let index = (attempt as usize).saturating_sub(1);
+            let delay = self
+                .config
+                .backoff
+                .get(index)
+                .or(self.config.backoff.last())
+                .copied()
+                .unwrap_or(Duration::from_secs(1));
+            tracing::warn!(stage, attempt, error = %error, "retrying");
+            return Settle::Nak(delay);
+        }
+        if error.reason == FailureReason::Internal {
+            tracing::error!(stage, attempt, error = %error, "job failed");
+        } else {
+            tracing::info!(stage, reason = error.reason.as_str(), error = %error, "job rejected");
+        }
+        telemetry::emit(
+            stage,
+            StageEvent::Dropped {
+                why: error.reason.as_str(),
+            },
+        );
+        let message_text = if error.reason == FailureReason::Internal {
+            // Internal causes stay in the log; clients get a generic line.
+            "internal error while processing the image".to_owned()
+        } else {
+            error.message.clone()
+        };
+        let failed = EventKind::Failed {
+            reason: error.reason,
+            message: message_text,
+            stage: Some(stage.to_owned()),
+        };
+        let job = &message.job.id;
+        let _ = self
+            .blobs
+            .delete_prefix(&keys::job_prefix(job.as_str()))
+            .await;
+        match self.event(message, failed, &format!("{job}:failed")).await {
+            Ok(()) => Settle::Term,
+            // The failure could not be reported: let the message come back and try again.
+            Err(_) => Settle::Nak(Duration::from_secs(1)),
+        }
+    }
+
+    async fn discard_intermediates(&self, message: &StageMessage, keep: &str) {
+        for blob in message.blobs.values() {
+            if blob.key != keep {
+                if let Err(e) = self.blobs.delete(&blob.key).await {
+                    tracing::warn!(key = blob.key, error = %e, "cannot delete an intermediate");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Shared helpers: a real `unmark serve` child process, the eval set, image helpers.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use unmark_stages::decode::{Limits, decode};
+use unmark_stages::{Mask, Raster};
+
+pub(crate) const KEY: &str = "test-key-0123456789";
+
+/// The dev evaluation set beside the repository.
+pub(crate) fn eval_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/eval")
+}
+
+/// Paths of one eval case: (watermarked, mask, clean).
+pub(crate) fn case(id: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(eval_dir().join("manifest.json")).expect("manifest"))
+            .expect("manifest json");
+    let case = manifest["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no case {id}"));
+    let path = |k: &str| eval_dir().join(case["paths"][k].as_str().expect("path"));
+    (path("watermarked"), path("mask"), path("clean"))
+}
+
+pub(crate) fn decode_bytes(bytes: &[u8]) -> Raster {
+    let limits = Limits {
+        max_pixels: 100_000_000,
+        max_input_bytes: 1 << 30,
+    };
+    decode(bytes, &limits, "image").expect("decodable").raster
+}
+
+pub(crate) fn read_raster(path: &Path) -> Raster {
+    decode_bytes(&std::fs::read(path).expect("read"))
+}
+
+pub(crate) fn read_mask(path: &Path) -> Mask {
+    unmark_stages::decode::binarize(&read_raster(path))
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A well-formed, tiny PNG whose header claims `w` x `h`.
+pub(crate) fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut header = w.to_be_bytes().to_vec();
+    header.extend(h.to_be_bytes());
+    header.extend([8, 2, 0, 0, 0]);
+    let empty_zlib = b"\x78\x9c\x03\x00\x00\x00\x00\x01".to_vec();
+    for (kind, body) in [
+        (b"IHDR", header),
+        (b"IDAT", empty_zlib),
+        (b"IEND", Vec::new()),
+    ] {
+        let chunk = [&kind[..], &body].concat();
+        png.extend((body.len() as u32).to_be_bytes());
+        png.extend(&chunk);
+        png.extend(crc32(&chunk).to_be_bytes());
+    }
+    png
+}
+
+/// A PNG of `w` x `h` from a function of the pixel.
+pub(crate) fn png_of(w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb(f(x, y)));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("encode");
+    out.into_inner()
+}
+
+/// The `unmark` binary under test.
+pub(crate) fn unmark() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_unmark"));
+    cmd.env("UNMARK_LOG", "warn");
+    cmd
+}
+
+/// A running `unmark serve` on a free loopback port, killed on drop.
+pub(crate) struct Server {
+    child: Child,
+    pub(crate) base: String,
+}
+
+impl Server {
+    /// Starts a server with the test key and extra `UNMARK_*` settings.
+    pub(crate) fn start(env: &[(&str, &str)]) -> Self {
+        let data = tempfile::tempdir().expect("tempdir").keep();
+        let mut cmd = unmark();
+        cmd.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .env("UNMARK_API_KEY", KEY)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start unmark serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Self { child, base }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A multipart form with an image, an optional mask and text fields.
+pub(crate) fn form(
+    image: Vec<u8>,
+    mask: Option<Vec<u8>>,
+    fields: &[(&str, &str)],
+) -> reqwest::multipart::Form {
+    let mut form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(image).file_name("image"),
+    );
+    if let Some(mask) = mask {
+        form = form.part(
+            "mask",
+            reqwest::multipart::Part::bytes(mask).file_name("mask.png"),
+        );
+    }
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    form
+}
+
+/// POSTs a form to the watermark endpoint with the test key.
+pub(crate) async fn remove(server: &Server, form: reqwest::multipart::Form) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(server.url("/api/v1/remove-watermark"))
+        .header("X-API-Key", KEY)
+        .multipart(form)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// Reads a problem+json error and checks its shape.
+pub(crate) async fn problem(response: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let ct = response.headers()["content-type"]
+        .to_str()
+        .expect("ct")
+        .to_owned();
+    assert_eq!(ct, "application/problem+json");
+    let body: serde_json::Value = response.json().await.expect("json body");
+    assert_eq!(body["status"], status);
+    for field in ["type", "title", "detail"] {
+        assert!(body[field].is_string(), "problem without {field}: {body}");
+    }
+    body
+}

@@ -1,0 +1,8 @@
+//! unmark's integration tests: one binary, one module per area.
+
+mod api_errors;
+mod api_watermark;
+mod cli_batch;
+mod common;
+mod pipeline;
+mod schemas_drift;

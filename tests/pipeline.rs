@@ -1,0 +1,174 @@
+//! The stage pipeline on the in-process broker: results, failures, telemetry, cleanup.
+//! Written against the `Broker` trait so that the JetStream broker can run the same suite.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use unmark_broker::{BlobStore, Broker, InProcessBroker, JobClient, JobOutcome};
+use unmark_schemas::params::WatermarkOptions;
+use unmark_schemas::{FailureReason, JobId, pipeline};
+use unmark_stages::telemetry;
+
+use crate::common::*;
+
+struct Pipeline {
+    client: JobClient,
+    runners: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.runners.iter().for_each(|r| r.abort());
+    }
+}
+
+fn start(broker: Arc<dyn Broker>) -> Pipeline {
+    let blobs = BlobStore::in_memory();
+    let runners = unmark_stages::builtin()
+        .into_iter()
+        .map(|stage| {
+            let runner = unmark_stages::Runner::new(
+                stage,
+                broker.clone(),
+                blobs.clone(),
+                Default::default(),
+            );
+            tokio::spawn(async move {
+                let _ = runner.run().await;
+            })
+        })
+        .collect();
+    Pipeline {
+        client: JobClient::new(broker, blobs),
+        runners,
+    }
+}
+
+async fn run_job(p: &Pipeline, id: &str, image: Vec<u8>, mask: Option<Vec<u8>>) -> JobOutcome {
+    let mut inputs = vec![("input", Bytes::from(image))];
+    if let Some(mask) = mask {
+        inputs.push(("mask_input", Bytes::from(mask)));
+    }
+    let steps = pipeline::remove_watermark(&WatermarkOptions::default());
+    let mut job = p
+        .client
+        .submit(
+            JobId::new(id).expect("id"),
+            pipeline::REMOVE_WATERMARK,
+            steps,
+            inputs,
+        )
+        .await
+        .expect("submit");
+    job.wait(Duration::from_secs(60)).await.expect("outcome")
+}
+
+async fn suite(broker: Arc<dyn Broker>) {
+    let p = start(broker);
+    let before: Vec<_> = pipeline::WATERMARK_STAGES
+        .iter()
+        .map(|s| telemetry::snapshot(s))
+        .collect();
+    let (wm, mask, _) = case("dev_005_coffee_512_cjk_text");
+    let input_size = read_raster(&wm).size();
+    let outcome = run_job(
+        &p,
+        "job-ok",
+        std::fs::read(wm).expect("image"),
+        Some(std::fs::read(mask).expect("mask")),
+    )
+    .await;
+    let JobOutcome::Succeeded {
+        result,
+        content_type,
+        timings,
+    } = outcome
+    else {
+        panic!("expected success, got {outcome:?}");
+    };
+    assert_eq!(content_type, "image/png");
+    let names: Vec<_> = timings.iter().map(|t| t.stage.as_str()).collect();
+    assert_eq!(names, pipeline::WATERMARK_STAGES);
+    // Intermediates are gone: only the result is left, until the client discards it.
+    assert_eq!(
+        p.client.blobs().count("jobs/job-ok/").await.expect("count"),
+        1
+    );
+    let bytes = p.client.fetch(&result).await.expect("result");
+    assert_eq!(decode_bytes(&bytes).size(), input_size);
+    p.client
+        .discard(&JobId::new("job-ok").expect("id"))
+        .await
+        .expect("discard");
+    assert_eq!(
+        p.client.blobs().count("jobs/job-ok/").await.expect("count"),
+        0
+    );
+    for (stage, before) in pipeline::WATERMARK_STAGES.iter().zip(before) {
+        telemetry::assert_compliant(stage, before, telemetry::snapshot(stage), 1);
+    }
+
+    let outcome = run_job(&p, "job-corrupt", b"GIF89a broken".to_vec(), None).await;
+    match outcome {
+        JobOutcome::Failed { reason, stage, .. } => {
+            assert_eq!(reason, FailureReason::CorruptImage);
+            assert_eq!(stage.as_deref(), Some("decode"));
+        }
+        other => panic!("expected failure, got {other:?}"),
+    }
+    assert_eq!(
+        p.client
+            .blobs()
+            .count("jobs/job-corrupt/")
+            .await
+            .expect("count"),
+        0
+    );
+
+    let outcome = run_job(&p, "job-nomask", png_of(16, 16, |_, _| [9, 9, 9]), None).await;
+    assert!(
+        matches!(
+            outcome,
+            JobOutcome::Failed {
+                reason: FailureReason::MaskRequired,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+
+    // Several jobs at once all finish, each with its own result.
+    let jobs = (0..6).map(|n| {
+        let image = png_of(40 + n, 30, move |x, y| [(x * n) as u8, y as u8, 7]);
+        let mask = png_of(40 + n, 30, |x, y| {
+            if x > 10 && x < 20 && y > 5 && y < 9 {
+                [255; 3]
+            } else {
+                [0; 3]
+            }
+        });
+        run_job(
+            &p,
+            Box::leak(format!("job-many-{n}").into_boxed_str()),
+            image,
+            Some(mask),
+        )
+    });
+    for (n, outcome) in futures::future::join_all(jobs)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let JobOutcome::Succeeded { result, .. } = outcome else {
+            panic!("job {n}: {outcome:?}");
+        };
+        let bytes = p.client.fetch(&result).await.expect("result");
+        assert_eq!(decode_bytes(&bytes).size(), (40 + n as u32, 30));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_on_the_in_process_broker() {
+    suite(Arc::new(InProcessBroker::new())).await;
+}
