@@ -143,11 +143,12 @@ impl Config {
         for (name, text) in vars {
             if let Some((_, section, key)) = SHORTCUTS.iter().find(|(n, ..)| *n == name) {
                 set(&mut table, section, key, toml::Value::String(text))?;
-            } else if let Some(rest) = name.strip_prefix("UNMARK_") {
-                if let Some((section, key)) = rest.split_once("__") {
-                    let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-                    set(&mut table, &section, &key, env_value(&text))?;
-                }
+            } else if let Some((section, key)) = name
+                .strip_prefix("UNMARK_")
+                .and_then(|rest| rest.split_once("__"))
+            {
+                let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+                set(&mut table, &section, &key, env_value(&text))?;
             }
         }
         let config: Config = table
@@ -244,6 +245,14 @@ mod tests {
         assert_eq!(config.defaults.mask_dilate, 4);
         assert_eq!(config.server.bind, "127.0.0.1:9");
         assert_eq!(config.gateway().api_key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn the_example_file_documents_the_defaults() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("unmark.example.toml");
+        let config = Config::load(Some(&example), vars(&[])).expect("example parses");
+        assert_eq!(config.options(), WatermarkOptions::default());
+        assert_eq!(config.server.bind, Server::default().bind);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 /// Default inpainting radius in pixels (chosen by measurement on the dev set, see README).
 pub const DEFAULT_RADIUS: u32 = 5;
 /// Default mask dilation in pixels (chosen by measurement on the dev set, see README).
-pub const DEFAULT_MASK_DILATE: u32 = 2;
+pub const DEFAULT_MASK_DILATE: u32 = 0;
 /// Default longest side of the working image (chosen by measurement, see README).
 pub const DEFAULT_WORK_MAX_SIDE: u32 = 4096;
 /// Default JPEG quality.

@@ -118,14 +118,10 @@ impl Runner {
     }
 
     async fn process(&self, message: &StageMessage, attempt: u32) -> Settle {
-        let stage = self.stage.name();
         let result = self.execute(message).await;
         match result {
             Ok(next) => match self.hand_on(message, next).await {
-                Ok(()) => {
-                    telemetry::emit(stage, StageEvent::Sent);
-                    Settle::Ack
-                }
+                Ok(()) => Settle::Ack,
                 Err(e) => self.failed(message, attempt, e).await,
             },
             Err(e) => self.failed(message, attempt, e).await,
@@ -226,11 +222,12 @@ impl Runner {
             let payload = serde_json::to_vec(&next)
                 .map_err(|e| StageError::internal(format!("cannot encode message: {e}")))?;
             let out = OutMessage::new(payload.into()).with_id(next.hop_id());
-            return self
-                .broker
+            self.broker
                 .publish(&subjects::v1::stage(&step.stage), out)
                 .await
-                .map_err(broker_err);
+                .map_err(broker_err)?;
+            telemetry::emit(self.stage.name(), StageEvent::Sent);
+            return Ok(());
         }
         let result = next
             .blobs
@@ -242,6 +239,8 @@ impl Runner {
             .clone()
             .unwrap_or_else(|| "application/octet-stream".to_owned());
         self.discard_intermediates(&next, &result.key).await;
+        // Counted before the event goes out, so whoever sees the event sees the count.
+        telemetry::emit(self.stage.name(), StageEvent::Sent);
         let succeeded = EventKind::Succeeded {
             result,
             content_type,
@@ -325,10 +324,10 @@ impl Runner {
 
     async fn discard_intermediates(&self, message: &StageMessage, keep: &str) {
         for blob in message.blobs.values() {
-            if blob.key != keep {
-                if let Err(e) = self.blobs.delete(&blob.key).await {
-                    tracing::warn!(key = blob.key, error = %e, "cannot delete an intermediate");
-                }
+            if blob.key != keep
+                && let Err(e) = self.blobs.delete(&blob.key).await
+            {
+                tracing::warn!(key = blob.key, error = %e, "cannot delete an intermediate");
             }
         }
     }

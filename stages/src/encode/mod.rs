@@ -119,18 +119,18 @@ fn flatten_on_white(r: &Raster) -> Raster {
 }
 
 fn attach(encoder: &mut impl ImageEncoder, image: &DecodedImage, params: &EncodeParams) {
-    if let Some(icc) = &image.icc {
-        if encoder.set_icc_profile(icc.clone()).is_err() {
-            tracing::warn!("this output format cannot carry the ICC profile");
-        }
+    if let Some(icc) = &image.icc
+        && encoder.set_icc_profile(icc.clone()).is_err()
+    {
+        tracing::warn!("this output format cannot carry the ICC profile");
     }
-    if params.keep_metadata {
-        if let Some(exif) = &image.exif {
-            let mut exif = exif.clone();
-            reset_orientation(&mut exif);
-            if encoder.set_exif_metadata(exif).is_err() {
-                tracing::warn!("this output format cannot carry EXIF");
-            }
+    if params.keep_metadata
+        && let Some(exif) = &image.exif
+    {
+        let mut exif = exif.clone();
+        reset_orientation(&mut exif);
+        if encoder.set_exif_metadata(exif).is_err() {
+            tracing::warn!("this output format cannot carry EXIF");
         }
     }
 }

@@ -299,8 +299,8 @@ pub(crate) fn fill_crop(
         .into_iter()
         .map(|j| {
             let mut px = [0u8; 4];
-            for ch in 0..c {
-                px[ch] = crop.px[j * c + ch].round().clamp(0.0, 255.0) as u8;
+            for (dst, v) in px.iter_mut().zip(&crop.px[j * c..j * c + c]) {
+                *dst = v.round().clamp(0.0, 255.0) as u8;
             }
             let (x, y) = ((j as i32) % w, (j as i32) / w);
             (rect.x0 + x as u32, rect.y0 + y as u32, px)

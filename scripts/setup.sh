@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what building and testing unmark needs on a fresh Debian machine.
+#   scripts/setup.sh          the linker (lld) and a check for the Rust toolchain
+#   scripts/setup.sh --bench  also OpenCV for Python, the reference of the quality bench
+set -euo pipefail
+
+need_apt=()
+command -v ld.lld >/dev/null 2>&1 || need_apt+=(lld)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "setup: installing ${need_apt[*]} (Debian packages)"
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo is missing; install Rust (1.88 or newer) with rustup first" >&2
+    exit 1
+fi
+
+if [ "${1:-}" = "--bench" ]; then
+    python3 -c "import cv2, numpy" 2>/dev/null || {
+        echo "setup: installing opencv-python-headless and numpy (PyPI) for the bench reference"
+        python3 -m pip install -q opencv-python-headless numpy
+    }
+fi
