@@ -76,7 +76,15 @@ async fn bad_inputs_get_precise_statuses() {
     let body = problem(truncated, 422).await;
     assert_eq!(body["type"], "urn:unmark:problem:corrupt-image");
 
-    let bomb = remove(&server, form(png_claiming(100_000, 100_000), None, &[])).await;
+    let bomb = remove(
+        &server,
+        form(
+            unmark_stages::fixtures::png_claiming(100_000, 100_000),
+            None,
+            &[],
+        ),
+    )
+    .await;
     let body = problem(bomb, 413).await;
     assert!(
         body["detail"]

@@ -45,41 +45,6 @@ pub(crate) fn read_mask(path: &Path) -> Mask {
     unmark_stages::decode::binarize(&read_raster(path))
 }
 
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// A well-formed, tiny PNG whose header claims `w` x `h`.
-pub(crate) fn png_claiming(w: u32, h: u32) -> Vec<u8> {
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut header = w.to_be_bytes().to_vec();
-    header.extend(h.to_be_bytes());
-    header.extend([8, 2, 0, 0, 0]);
-    let empty_zlib = b"\x78\x9c\x03\x00\x00\x00\x00\x01".to_vec();
-    for (kind, body) in [
-        (b"IHDR", header),
-        (b"IDAT", empty_zlib),
-        (b"IEND", Vec::new()),
-    ] {
-        let chunk = [&kind[..], &body].concat();
-        png.extend((body.len() as u32).to_be_bytes());
-        png.extend(&chunk);
-        png.extend(crc32(&chunk).to_be_bytes());
-    }
-    png
-}
-
 /// A PNG of `w` x `h` from a function of the pixel.
 pub(crate) fn png_of(w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
     let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb(f(x, y)));

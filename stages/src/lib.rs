@@ -29,6 +29,7 @@ pub mod artifact;
 pub mod decode;
 pub mod detect;
 pub mod encode;
+pub mod fixtures;
 pub mod inpaint;
 pub mod prescale;
 pub mod quality;

@@ -20,43 +20,6 @@ fn encode(img: &RgbImage, format: ImageFormat) -> Vec<u8> {
     out.into_inner()
 }
 
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// A valid PNG claiming `w` x `h`, with almost no pixel data behind it.
-fn png_header_claiming(w: u32, h: u32) -> Vec<u8> {
-    let mut ihdr = b"IHDR".to_vec();
-    ihdr.extend(w.to_be_bytes());
-    ihdr.extend(h.to_be_bytes());
-    ihdr.extend([8, 2, 0, 0, 0]);
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(13u32.to_be_bytes());
-    png.extend(&ihdr);
-    png.extend(crc32(&ihdr).to_be_bytes());
-    for (kind, body) in [
-        (&b"IDAT"[..], &b"\x78\x9c\x03\x00\x00\x00\x00\x01"[..]),
-        (b"IEND", b""),
-    ] {
-        let chunk = [kind, body].concat();
-        png.extend((body.len() as u32).to_be_bytes());
-        png.extend(&chunk);
-        png.extend(crc32(&chunk).to_be_bytes());
-    }
-    png
-}
-
 #[test]
 fn every_supported_format_decodes_to_the_same_pixels() {
     let img = gradient(37, 21);
@@ -137,7 +100,7 @@ fn truncated_png_is_corrupt() {
 
 #[test]
 fn a_huge_header_is_refused_before_decoding() {
-    let bomb = png_header_claiming(100_000, 100_000);
+    let bomb = crate::fixtures::png_claiming(100_000, 100_000);
     let started = Instant::now();
     let err = decode(&bomb, &LIMITS, "image").expect_err("bomb");
     assert!(matches!(err, DecodeError::TooLarge(_)), "{err:?}");
