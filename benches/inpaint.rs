@@ -2,7 +2,7 @@
 //! `../shared/eval` (or `--eval DIR`).
 //!
 //! ```text
-//! cargo bench --bench inpaint -- [--radius 5] [--dilate 2] [--work-max-side 4096]
+//! cargo bench --bench inpaint -- [--engine telea|restore] [--radius 5] [--dilate 2] [--work-max-side 4096]
 //!                                [--repeat 3] [--threads 1] [--only SUBSTRING]
 //! ```
 //!
@@ -47,6 +47,10 @@ fn parse_args() -> Args {
         match flag.as_str() {
             "--eval" => args.eval = PathBuf::from(value()),
             "--radius" => args.options.inpaint.radius = number(value()),
+            "--engine" => {
+                args.options.inpaint.engine =
+                    unmark_schemas::params::Engine::parse(&value()).expect("engine")
+            }
             "--dilate" => args.options.detect.mask_dilate = number(value()),
             "--work-max-side" => args.options.prescale.work_max_side = number(value()),
             "--repeat" => args.repeat = number(value()) as usize,
@@ -191,7 +195,8 @@ fn main() {
         }
     }
     println!(
-        "\nradius {} dilate {} work_max_side {} threads {} repeat {}",
+        "\nengine {} radius {} dilate {} work_max_side {} threads {} repeat {}",
+        args.options.inpaint.engine.as_str(),
         args.options.inpaint.radius,
         args.options.detect.mask_dilate,
         args.options.prescale.work_max_side,

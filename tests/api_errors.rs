@@ -121,7 +121,11 @@ async fn bad_requests_are_400_or_415() {
             "three",
             "radius must be a whole number, got \"three\"",
         ),
-        ("engine", "lama", "engine must be telea, got \"lama\""),
+        (
+            "engine",
+            "lama",
+            "engine must be telea or restore, got \"lama\"",
+        ),
         (
             "format",
             "gif",

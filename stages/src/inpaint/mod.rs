@@ -4,6 +4,7 @@
 //! never the whole image; crops are independent and run in parallel.
 
 mod regions;
+mod restore;
 mod telea;
 
 use rayon::prelude::*;
@@ -12,7 +13,7 @@ use unmark_schemas::params::{self, Engine, InpaintParams};
 use crate::artifact;
 use crate::{Artifacts, Mask, Produced, Raster, Stage, StageError, StageOutput};
 
-pub use regions::{Rect, components, crops};
+pub use regions::{Rect, components, crops, label};
 
 /// Fills every pixel of `image` where `mask` is set; pixels outside the mask are untouched.
 ///
@@ -21,20 +22,28 @@ pub use regions::{Rect, components, crops};
 pub fn inpaint(image: &mut Raster, mask: &Mask, params: &InpaintParams) {
     debug_assert_eq!(image.size(), mask.size());
     match params.engine {
-        Engine::Telea => {
-            let window = telea::Window::new(params.radius);
-            // Known pixels up to `radius` away feed the fill, and one more row for gradients.
-            let margin = params.radius + 2;
-            let source: &Raster = image;
-            let fills: Vec<_> = crops(mask, margin)
-                .into_par_iter()
-                .map(|rect| telea::fill_crop(source, mask, rect, &window))
-                .collect();
-            let c = image.channels as usize;
-            for (x, y, px) in fills.into_iter().flatten() {
-                image.pixel_mut(x, y).copy_from_slice(&px[..c]);
-            }
+        Engine::Telea => telea_fill(image, mask, params.radius),
+        Engine::Restore => {
+            let mut prior = image.clone();
+            telea_fill(&mut prior, mask, params.radius);
+            restore::restore(image, mask, &prior);
         }
+    }
+}
+
+/// Telea's fill of every masked pixel, crop by crop, in parallel.
+fn telea_fill(image: &mut Raster, mask: &Mask, radius: u32) {
+    let window = telea::Window::new(radius);
+    // Known pixels up to `radius` away feed the fill, and one more row for gradients.
+    let margin = radius + 2;
+    let source: &Raster = image;
+    let fills: Vec<_> = crops(mask, margin)
+        .into_par_iter()
+        .map(|rect| telea::fill_crop(source, mask, rect, &window))
+        .collect();
+    let c = image.channels as usize;
+    for (x, y, px) in fills.into_iter().flatten() {
+        image.pixel_mut(x, y).copy_from_slice(&px[..c]);
     }
 }
 

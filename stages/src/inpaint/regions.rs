@@ -49,46 +49,55 @@ impl Rect {
     }
 }
 
-/// Bounding boxes of the 8-connected components of `mask`.
-pub fn components(mask: &Mask) -> Vec<Rect> {
+/// Labels the 8-connected components of `mask`: 0 outside, 1..=count inside.
+pub fn label(mask: &Mask) -> (Vec<u32>, usize) {
     let (w, h) = (mask.width as usize, mask.height as usize);
-    let mut seen = vec![false; w * h];
-    let mut boxes = Vec::new();
+    let mut labels = vec![0u32; w * h];
+    let mut count = 0;
     let mut stack = Vec::new();
     for start in 0..w * h {
-        if mask.data[start] == 0 || seen[start] {
+        if mask.data[start] == 0 || labels[start] != 0 {
             continue;
         }
-        seen[start] = true;
+        count += 1;
+        labels[start] = count as u32;
         stack.push(start);
-        let (sx, sy) = ((start % w) as u32, (start / w) as u32);
-        let mut rect = Rect {
-            x0: sx,
-            y0: sy,
-            x1: sx + 1,
-            y1: sy + 1,
-        };
         while let Some(i) = stack.pop() {
             let (x, y) = (i % w, i / w);
-            rect = rect.union(&Rect {
-                x0: x as u32,
-                y0: y as u32,
-                x1: x as u32 + 1,
-                y1: y as u32 + 1,
-            });
             for ny in y.saturating_sub(1)..=(y + 1).min(h - 1) {
                 for nx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
                     let j = ny * w + nx;
-                    if mask.data[j] != 0 && !seen[j] {
-                        seen[j] = true;
+                    if mask.data[j] != 0 && labels[j] == 0 {
+                        labels[j] = count as u32;
                         stack.push(j);
                     }
                 }
             }
         }
-        boxes.push(rect);
     }
-    boxes
+    (labels, count)
+}
+
+/// Bounding boxes of the 8-connected components of `mask`.
+pub fn components(mask: &Mask) -> Vec<Rect> {
+    let (labels, count) = label(mask);
+    let w = mask.width as usize;
+    let mut boxes: Vec<Option<Rect>> = vec![None; count];
+    for (i, &l) in labels.iter().enumerate() {
+        if l == 0 {
+            continue;
+        }
+        let (x, y) = ((i % w) as u32, (i / w) as u32);
+        let pixel = Rect {
+            x0: x,
+            y0: y,
+            x1: x + 1,
+            y1: y + 1,
+        };
+        let slot = &mut boxes[l as usize - 1];
+        *slot = Some(slot.map_or(pixel, |r| r.union(&pixel)));
+    }
+    boxes.into_iter().flatten().collect()
 }
 
 /// The crops to inpaint: each component's box grown by `margin`, with overlapping crops
