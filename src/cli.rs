@@ -30,6 +30,27 @@ enum Command {
         /// Directory for unmark's state.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// NATS server with JetStream; without it everything runs in this process.
+        #[arg(long)]
+        nats: Option<String>,
+        /// Stages to run in this process: all, none, or a comma-separated list.
+        #[arg(long, default_value = "all")]
+        stages: String,
+    },
+    /// Runs one stage as a worker over NATS JetStream (scale it by starting more).
+    Worker {
+        /// NATS server with JetStream.
+        #[arg(long)]
+        nats: Option<String>,
+        /// The stage: decode, prescale, detect, inpaint or encode.
+        #[arg(long)]
+        stage: String,
+        /// Messages this worker processes at once (default: one per CPU core).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Directory for unmark's state (blobs are shared through `<data-dir>/blobs`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Removes the watermark from one image, or from every image in a folder.
     RemoveWatermark(RemoveArgs),
@@ -111,14 +132,43 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
     match cli.command {
-        Command::Serve { bind, data_dir } => {
+        Command::Serve {
+            bind,
+            data_dir,
+            nats,
+            stages,
+        } => {
             if let Some(bind) = bind {
                 config.server.bind = bind;
             }
             if let Some(dir) = data_dir {
                 config.server.data_dir = dir;
             }
-            runtime()?.block_on(crate::serve::serve(config))?;
+            if nats.is_some() {
+                config.nats.url = nats;
+            }
+            runtime()?.block_on(crate::serve::serve(config, &stages))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker {
+            nats,
+            stage,
+            concurrency,
+            data_dir,
+        } => {
+            if nats.is_some() {
+                config.nats.url = nats;
+            }
+            if config.nats.url.is_none() {
+                anyhow::bail!("a worker needs a broker: pass --nats URL or set UNMARK_NATS_URL");
+            }
+            if let Some(dir) = data_dir {
+                config.server.data_dir = dir;
+            }
+            if let Some(n) = concurrency {
+                config.runner.concurrency = n;
+            }
+            runtime()?.block_on(crate::serve::worker(config, &stage))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::RemoveWatermark(args) => runtime()?.block_on(crate::batch::run(&config, &args)),

@@ -21,6 +21,7 @@ use unmark_schemas::params::{
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Config {
     pub(crate) server: Server,
+    pub(crate) nats: Nats,
     pub(crate) limits: DecodeParams,
     pub(crate) defaults: Defaults,
     pub(crate) runner: Runner,
@@ -82,6 +83,28 @@ impl Default for Defaults {
     }
 }
 
+/// `[nats]`: scale-out over NATS JetStream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Nats {
+    /// Server URL; unset = embedded mode (in-process broker).
+    pub(crate) url: Option<String>,
+    /// Seconds a delivered message may go unacknowledged before another worker gets it.
+    pub(crate) ack_wait_secs: u64,
+    /// Seconds job events are kept in the events stream.
+    pub(crate) events_max_age_secs: u64,
+}
+
+impl Default for Nats {
+    fn default() -> Self {
+        Self {
+            url: None,
+            ack_wait_secs: 30,
+            events_max_age_secs: 24 * 3600,
+        }
+    }
+}
+
 /// `[runner]`: how stages consume their subjects.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -101,8 +124,9 @@ impl Default for Runner {
     }
 }
 
-const SHORTCUTS: [(&str, &str, &str); 3] = [
+const SHORTCUTS: [(&str, &str, &str); 4] = [
     ("UNMARK_API_KEY", "server", "api_key"),
+    ("UNMARK_NATS_URL", "nats", "url"),
     ("UNMARK_BIND", "server", "bind"),
     ("UNMARK_DATA_DIR", "server", "data_dir"),
 ];
@@ -208,6 +232,8 @@ impl Config {
         if self.runner.concurrency > 0 {
             runner.concurrency = self.runner.concurrency;
         }
+        // Three progress acks per ack wait: one may be lost and the message still stays put.
+        runner.progress_every = Duration::from_secs(self.nats.ack_wait_secs.max(1)) / 3;
         runner
     }
 }

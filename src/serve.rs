@@ -6,14 +6,14 @@ use std::io::Write;
 use crate::config::Config;
 
 /// Serves until Ctrl-C or SIGTERM, then finishes the requests in flight.
-pub(crate) async fn serve(config: Config) -> Result<()> {
+pub(crate) async fn serve(config: Config, stages: &str) -> Result<()> {
     std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
         format!(
             "cannot create data dir {}",
             config.server.data_dir.display()
         )
     })?;
-    let pipeline = crate::embedded::start(&config.runner());
+    let pipeline = crate::embedded::start_all(&config, stages).await?;
     let gateway = config.gateway();
     if gateway.api_key.is_none() {
         tracing::warn!("no API key is set: anyone who can reach this port can use it");
@@ -53,4 +53,27 @@ async fn shutdown() {
         () = term => {}
     }
     tracing::info!("shutting down");
+}
+
+/// `unmark worker`: one stage over NATS JetStream until Ctrl-C or SIGTERM.
+pub(crate) async fn worker(config: Config, stage: &str) -> Result<()> {
+    let stages = crate::embedded::select(stage)?;
+    if stages.len() != 1 {
+        anyhow::bail!("a worker runs exactly one stage, got {stage:?}");
+    }
+    std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
+        format!(
+            "cannot create data dir {}",
+            config.server.data_dir.display()
+        )
+    })?;
+    let (broker, blobs) = crate::embedded::transport(&config).await?;
+    let pipeline = crate::embedded::start(broker, blobs, stages, &config.runner());
+    tracing::info!(stage, "worker is consuming");
+    println!("worker {stage} ready");
+    std::io::stdout().flush()?;
+    tokio::select! {
+        () = pipeline.join() => anyhow::bail!("the {stage} runner stopped"),
+        () = shutdown() => Ok(()),
+    }
 }

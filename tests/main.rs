@@ -4,5 +4,7 @@ mod api_errors;
 mod api_watermark;
 mod cli_batch;
 mod common;
+mod nats;
 mod pipeline;
+mod scaleout;
 mod schemas_drift;

@@ -4,8 +4,9 @@ use serde::{Deserialize, Serialize};
 use crate::{BlobRef, JobId};
 
 /// An event of a job, published on `unmark.events.<job_id>`.
+///
+/// (No `deny_unknown_fields` here: serde cannot combine it with the flattened `kind`.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct JobEvent {
     /// The job the event belongs to.
     pub job_id: JobId,
@@ -112,6 +113,51 @@ impl FailureReason {
             Self::MaskRequired => "mask_required",
             Self::Timeout => "timeout",
             Self::Internal => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips_through_json() {
+        let kinds = [
+            EventKind::Accepted {
+                pipeline: "remove-watermark".into(),
+            },
+            EventKind::StageDone {
+                step: 3,
+                stage: "inpaint".into(),
+                ms: 1.5,
+            },
+            EventKind::Succeeded {
+                result: BlobRef {
+                    key: "jobs/j/4-encode-result".into(),
+                    size: 10,
+                },
+                content_type: "image/png".into(),
+                timings: vec![StageTiming {
+                    stage: "decode".into(),
+                    ms: 2.0,
+                }],
+            },
+            EventKind::Failed {
+                reason: FailureReason::MaskSizeMismatch,
+                message: "mask is 1x1 but image is 2x2".into(),
+                stage: Some("detect".into()),
+            },
+        ];
+        for kind in kinds {
+            let event = JobEvent {
+                job_id: JobId::new("j").expect("id"),
+                at_ms: 7,
+                kind,
+            };
+            let json = serde_json::to_string(&event).expect("serialise");
+            let back: JobEvent = serde_json::from_str(&json).expect("deserialise");
+            assert_eq!(back, event, "{json}");
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
-use unmark_broker::{BlobStore, Broker, Delivery, OutMessage, keys, now_ms, subjects};
+use unmark_broker::{BlobError, BlobStore, Broker, Delivery, OutMessage, keys, now_ms, subjects};
 use unmark_schemas::{BlobRef, EventKind, FailureReason, JobEvent, StageMessage, StageTiming};
 
 use crate::telemetry::{self, StageEvent};
@@ -20,6 +20,9 @@ pub struct RunnerConfig {
     pub max_deliver: u32,
     /// Delay before redelivery after the n-th failed attempt (the last one repeats).
     pub backoff: Vec<Duration>,
+    /// How often a message being worked on is reported in progress, so that the broker
+    /// does not hand it to another worker; keep it well under the broker's ack wait.
+    pub progress_every: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -33,6 +36,7 @@ impl Default for RunnerConfig {
                 Duration::from_secs(5),
                 Duration::from_secs(15),
             ],
+            progress_every: Duration::from_secs(10),
         }
     }
 }
@@ -103,10 +107,18 @@ impl Runner {
         };
         let span =
             tracing::info_span!("stage", stage, job_id = %message.job.id, step = message.step);
-        let settle = self
-            .process(&message, delivery.attempt)
-            .instrument(span)
-            .await;
+        let progress = async {
+            loop {
+                tokio::time::sleep(self.config.progress_every).await;
+                if let Err(e) = delivery.in_progress().await {
+                    tracing::warn!(stage, error = %e, "cannot report progress");
+                }
+            }
+        };
+        let settle = tokio::select! {
+            settle = self.process(&message, delivery.attempt).instrument(span) => settle,
+            never = progress => never,
+        };
         let settled = match settle {
             Settle::Ack => delivery.ack().await,
             Settle::Nak(delay) => delivery.nak(delay).await,
@@ -118,6 +130,23 @@ impl Runner {
     }
 
     async fn process(&self, message: &StageMessage, attempt: u32) -> Settle {
+        if attempt > 1 && !self.artifacts_present(message).await {
+            // A redelivery whose inputs are gone: an earlier delivery got past this step and
+            // the job has ended since (its blobs are cleaned up only then). Nothing to do,
+            // and no second terminal event.
+            tracing::info!(
+                stage = self.stage.name(),
+                attempt,
+                "job already finished; dropping a redelivery"
+            );
+            telemetry::emit(
+                self.stage.name(),
+                StageEvent::Dropped {
+                    why: "already finished",
+                },
+            );
+            return Settle::Term;
+        }
         let result = self.execute(message).await;
         match result {
             Ok(next) => match self.hand_on(message, next).await {
@@ -126,6 +155,17 @@ impl Runner {
             },
             Err(e) => self.failed(message, attempt, e).await,
         }
+    }
+
+    async fn artifacts_present(&self, message: &StageMessage) -> bool {
+        for name in self.stage.reads() {
+            if let Some(blob) = message.blobs.get(*name)
+                && matches!(self.blobs.get(blob).await, Err(BlobError::NotFound(_)))
+            {
+                return false;
+            }
+        }
+        true
     }
 
     /// Loads the artifacts, runs the stage, stores its outputs: the next message.
@@ -238,7 +278,7 @@ impl Runner {
             .content_type
             .clone()
             .unwrap_or_else(|| "application/octet-stream".to_owned());
-        self.discard_intermediates(&next, &result.key).await;
+        let keep = result.key.clone();
         // Counted before the event goes out, so whoever sees the event sees the count.
         telemetry::emit(self.stage.name(), StageEvent::Sent);
         let succeeded = EventKind::Succeeded {
@@ -247,7 +287,10 @@ impl Runner {
             timings: next.timings.clone(),
         };
         self.event(done, succeeded, &format!("{}:succeeded", job.id))
-            .await
+            .await?;
+        // Only once the success is recorded: a crash before this point redoes the step.
+        self.discard_intermediates(&next, &keep).await;
+        Ok(())
     }
 
     async fn event(

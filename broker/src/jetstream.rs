@@ -1,0 +1,284 @@
+//! The `Broker` on NATS JetStream: stages run as separate processes on any host.
+//!
+//! - Work: one stream (`UNMARK_WORK`, work-queue retention, file storage) over
+//!   `unmark.stage.>`, one durable pull consumer per stage, explicit acks (double acks, so an
+//!   ack that matters is confirmed), naks with delay, terms, progress acks. Redelivery after a
+//!   crash comes from the consumer's AckWait.
+//! - Events: one stream (`UNMARK_EVENTS`, limits retention, `max_age`) over
+//!   `unmark.events.>`; subscribers read it through ordered consumers from the start, so a
+//!   late subscriber still sees a job's whole history.
+//! - Deduplication: every publish carries `Nats-Msg-Id` (`<job_id>:<step>` for hops), inside
+//!   the streams' duplicate window.
+//!
+//! Streams and consumers are created or updated idempotently when the broker connects and
+//! when a consumer opens.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, consumer, stream};
+use async_trait::async_trait;
+use futures::StreamExt;
+use unmark_schemas::JobEvent;
+
+use crate::broker::{Acker, Broker, BrokerError, Consumer, Delivery, EventStream, OutMessage};
+use crate::subjects;
+
+/// Name of the work stream.
+pub const WORK_STREAM: &str = "UNMARK_WORK";
+/// Name of the events stream.
+pub const EVENTS_STREAM: &str = "UNMARK_EVENTS";
+
+/// Settings of the JetStream broker (the `[nats]` section of the config file).
+#[derive(Debug, Clone)]
+pub struct JetStreamConfig {
+    /// Server URL, e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// How long a delivered message may go without an ack or progress ack before it is
+    /// handed to another worker.
+    pub ack_wait: Duration,
+    /// How long job events are kept.
+    pub events_max_age: Duration,
+    /// Window within which a repeated `Nats-Msg-Id` is dropped.
+    pub duplicate_window: Duration,
+}
+
+impl JetStreamConfig {
+    /// Defaults for a server at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ack_wait: Duration::from_secs(30),
+            events_max_age: Duration::from_secs(24 * 3600),
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+fn transport(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Transport(e.to_string())
+}
+
+/// A broker on NATS JetStream.
+#[derive(Clone)]
+pub struct JetStreamBroker {
+    js: jetstream::Context,
+    config: JetStreamConfig,
+}
+
+impl JetStreamBroker {
+    /// Connects and creates or updates both streams.
+    pub async fn connect(config: JetStreamConfig) -> Result<Self, BrokerError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("unmark")
+            .retry_on_initial_connect()
+            .connect(config.url.as_str())
+            .await
+            .map_err(transport)?;
+        let js = jetstream::new(client);
+        js.create_or_update_stream(stream::Config {
+            name: WORK_STREAM.into(),
+            subjects: vec![format!("{}>", subjects::v1::STAGE_PREFIX)],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            duplicate_window: config.duplicate_window,
+            ..Default::default()
+        })
+        .await
+        .map_err(transport)?;
+        js.create_or_update_stream(stream::Config {
+            name: EVENTS_STREAM.into(),
+            subjects: vec![subjects::v1::all_events()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: config.events_max_age,
+            duplicate_window: config.duplicate_window,
+            ..Default::default()
+        })
+        .await
+        .map_err(transport)?;
+        Ok(Self { js, config })
+    }
+
+    async fn publish_with_id(
+        &self,
+        subject: &str,
+        id: Option<&str>,
+        headers: &BTreeMap<String, String>,
+        payload: bytes::Bytes,
+    ) -> Result<(), BrokerError> {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(k.as_str(), v.as_str());
+        }
+        if let Some(id) = id {
+            map.insert("Nats-Msg-Id", id);
+        }
+        // The second await is the server's ack: the message is stored (or was a duplicate).
+        self.js
+            .publish_with_headers(subject.to_owned(), map, payload)
+            .await
+            .map_err(transport)?
+            .await
+            .map_err(transport)?;
+        Ok(())
+    }
+}
+
+/// The durable consumer name of a stage subject: `unmark.stage.plugin.x` -> `stage_plugin_x`.
+fn durable_name(subject: &str) -> String {
+    subject
+        .trim_start_matches("unmark.")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Broker for JetStreamBroker {
+    async fn publish(&self, subject: &str, message: OutMessage) -> Result<(), BrokerError> {
+        self.publish_with_id(
+            subject,
+            message.msg_id.as_deref(),
+            &message.headers,
+            message.payload,
+        )
+        .await
+    }
+
+    async fn consume(&self, subject: &str) -> Result<Box<dyn Consumer>, BrokerError> {
+        let stream = self.js.get_stream(WORK_STREAM).await.map_err(transport)?;
+        let name = durable_name(subject);
+        let consumer: consumer::PullConsumer = stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: subject.to_owned(),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.config.ack_wait,
+                // The runner decides when to give up and fails the job itself.
+                max_deliver: -1,
+                ..Default::default()
+            })
+            .await
+            .map_err(transport)?;
+        let messages = consumer.messages().await.map_err(transport)?;
+        Ok(Box::new(JetStreamConsumer { messages }))
+    }
+
+    async fn publish_event(&self, event: &JobEvent, msg_id: &str) -> Result<(), BrokerError> {
+        let payload = serde_json::to_vec(event).map_err(|e| BrokerError::Codec(e.to_string()))?;
+        let subject = subjects::v1::events(event.job_id.as_str());
+        self.publish_with_id(&subject, Some(msg_id), &BTreeMap::new(), payload.into())
+            .await
+    }
+
+    async fn subscribe_events(&self, filter: &str) -> Result<EventStream, BrokerError> {
+        let stream = self.js.get_stream(EVENTS_STREAM).await.map_err(transport)?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: filter.to_owned(),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(transport)?;
+        let messages = consumer.messages().await.map_err(transport)?;
+        let events = messages.filter_map(|m| async move {
+            let m = m.ok()?;
+            match serde_json::from_slice::<JobEvent>(&m.payload) {
+                Ok(event) => Some(event),
+                Err(e) => {
+                    tracing::warn!(subject = %m.subject, error = %e, "skipping an unreadable event");
+                    None
+                }
+            }
+        });
+        Ok(Box::pin(events))
+    }
+}
+
+struct JetStreamConsumer {
+    messages: consumer::pull::Stream,
+}
+
+#[async_trait]
+impl Consumer for JetStreamConsumer {
+    async fn next(&mut self) -> Result<Delivery, BrokerError> {
+        loop {
+            let message = match self.messages.next().await {
+                None => return Err(BrokerError::Closed),
+                Some(Err(e)) => {
+                    // Heartbeat gaps and reconnects surface here; the stream recovers.
+                    tracing::warn!(error = %e, "consumer stream error");
+                    continue;
+                }
+                Some(Ok(m)) => m,
+            };
+            let attempt = message.info().map_or(1, |i| i.delivered.max(1) as u32);
+            let (message, acker) = message.split();
+            let headers = message
+                .headers
+                .as_ref()
+                .map(|h| {
+                    h.iter()
+                        .filter_map(|(k, v)| Some((k.to_string(), v.first()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Ok(Delivery::new(
+                message.payload,
+                headers,
+                attempt,
+                Box::new(JsAcker(acker)),
+            ));
+        }
+    }
+}
+
+struct JsAcker(jetstream::message::Acker);
+
+#[async_trait]
+impl Acker for JsAcker {
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        self.0.double_ack().await.map_err(transport)
+    }
+
+    async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
+        self.0
+            .ack_with(AckKind::Nak(Some(delay)))
+            .await
+            .map_err(transport)
+    }
+
+    async fn term(self: Box<Self>) -> Result<(), BrokerError> {
+        self.0
+            .double_ack_with(AckKind::Term)
+            .await
+            .map_err(transport)
+    }
+
+    async fn in_progress(&self) -> Result<(), BrokerError> {
+        self.0.ack_with(AckKind::Progress).await.map_err(transport)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durable_names_are_nats_safe() {
+        assert_eq!(durable_name("unmark.stage.inpaint"), "stage_inpaint");
+        assert_eq!(
+            durable_name("unmark.stage.plugin.blur"),
+            "stage_plugin_blur"
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! Scale-out: a gateway and stage workers as separate processes over a real NATS JetStream
+//! server, sharing blobs through a folder; workers killed with SIGKILL mid-run lose no job.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use unmark_broker::{
+    BlobStore, Broker, JetStreamBroker, JetStreamConfig, JobClient, JobOutcome, subjects,
+};
+use unmark_schemas::params::WatermarkOptions;
+use unmark_schemas::{EventKind, JobId, pipeline};
+
+use crate::common::*;
+use crate::nats::NatsServer;
+
+/// A child process, killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `unmark args...` and waits for its first stdout line, which must start with `ready`.
+fn spawn(args: &[&str], data: &Path, nats: &str, ready: &str) -> (Proc, String) {
+    let mut child = unmark()
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env("UNMARK_NATS_URL", nats)
+        .env("UNMARK_API_KEY", KEY)
+        // Short ack wait, so that work held by a killed worker comes back within seconds.
+        .env("UNMARK_NATS__ACK_WAIT_SECS", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn unmark");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    assert!(line.starts_with(ready), "unexpected first line {line:?}");
+    (Proc(child), line.trim().to_owned())
+}
+
+fn worker(stage: &str, data: &Path, nats: &str) -> Proc {
+    spawn(
+        &["worker", "--stage", stage, "--concurrency", "2"],
+        data,
+        nats,
+        &format!("worker {stage} ready"),
+    )
+    .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_requests_run_on_separate_workers() {
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let (_gateway, line) = spawn(
+        &["serve", "--bind", "127.0.0.1:0", "--stages", "none"],
+        data.path(),
+        &nats.url,
+        "listening on ",
+    );
+    let _workers: Vec<Proc> = [
+        "decode", "prescale", "detect", "inpaint", "inpaint", "encode",
+    ]
+    .iter()
+    .map(|s| worker(s, data.path(), &nats.url))
+    .collect();
+    let server = Server::attach(line.trim_start_matches("listening on ").to_owned());
+    let (wm, mask, _) = case("dev_001_astronaut_512_text_center");
+    let input = std::fs::read(&wm).expect("image");
+    let response = remove(
+        &server,
+        form(
+            input.clone(),
+            Some(std::fs::read(&mask).expect("mask")),
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 200);
+    let out = decode_bytes(&response.bytes().await.expect("body"));
+    let (original, truth) = (decode_bytes(&input), read_mask(&mask));
+    for y in 0..out.height {
+        for x in 0..out.width {
+            if !truth.get(x, y) {
+                assert_eq!(
+                    out.pixel(x, y),
+                    original.pixel(x, y),
+                    "({x},{y}) outside the mask"
+                );
+            }
+        }
+    }
+    let bad = remove(&server, form(b"not an image".to_vec(), None, &[])).await;
+    assert_eq!(bad.status().as_u16(), 415);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_job_is_lost_when_workers_are_killed() {
+    const JOBS: usize = 40;
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut workers: HashMap<&str, Vec<Proc>> = HashMap::new();
+    for stage in [
+        "decode", "prescale", "detect", "inpaint", "inpaint", "encode",
+    ] {
+        workers
+            .entry(stage)
+            .or_default()
+            .push(worker(stage, data.path(), &nats.url));
+    }
+
+    let broker: Arc<dyn Broker> = Arc::new(
+        JetStreamBroker::connect(JetStreamConfig::new(nats.url.clone()))
+            .await
+            .expect("connect"),
+    );
+    let client = JobClient::new(
+        broker.clone(),
+        BlobStore::local(&data.path().join("blobs")).expect("blobs"),
+    );
+    // An independent subscriber counts terminal events over all jobs.
+    let mut all = broker
+        .subscribe_events(&subjects::v1::all_events())
+        .await
+        .expect("subscribe");
+    let counter = tokio::spawn(async move {
+        let mut succeeded: HashMap<String, usize> = HashMap::new();
+        while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(6), all.next()).await {
+            match event.kind {
+                EventKind::Succeeded { .. } => {
+                    *succeeded.entry(event.job_id.to_string()).or_default() += 1
+                }
+                EventKind::Failed { message, .. } => {
+                    panic!("job {} failed: {message}", event.job_id)
+                }
+                _ => {}
+            }
+        }
+        succeeded
+    });
+
+    let (wm, mask, _) = case("dev_000_astronaut_512_text_corner");
+    let (image, mask) = (
+        Bytes::from(std::fs::read(wm).expect("image")),
+        Bytes::from(std::fs::read(mask).expect("mask")),
+    );
+    let steps = pipeline::remove_watermark(&WatermarkOptions::default());
+    let mut handles = Vec::new();
+    for n in 0..JOBS {
+        let id = JobId::new(format!("crash-{n}")).expect("id");
+        let inputs = vec![("input", image.clone()), ("mask_input", mask.clone())];
+        handles.push(
+            client
+                .submit(id, pipeline::REMOVE_WATERMARK, steps.clone(), inputs)
+                .await
+                .expect("submit"),
+        );
+        // Mid-run, kill a worker of each kind with SIGKILL, then start a replacement.
+        if n == JOBS / 4 || n == JOBS / 2 || n == 3 * JOBS / 4 {
+            for stage in ["inpaint", "decode", "encode"] {
+                let list = workers.get_mut(stage).expect("stage");
+                drop(list.remove(0));
+                list.push(worker(stage, data.path(), &nats.url));
+            }
+        }
+    }
+    let mut sizes = Vec::new();
+    for mut handle in handles {
+        match handle
+            .wait(Duration::from_secs(120))
+            .await
+            .expect("outcome")
+        {
+            JobOutcome::Succeeded { result, .. } => {
+                sizes.push(decode_bytes(&client.fetch(&result).await.expect("result")).size());
+            }
+            other => panic!("job {} did not succeed: {other:?}", handle.id()),
+        }
+    }
+    assert!(sizes.iter().all(|s| *s == (512, 512)), "{sizes:?}");
+    let succeeded = counter.await.expect("counter");
+    assert_eq!(succeeded.len(), JOBS, "every job succeeded");
+    assert!(
+        succeeded.values().all(|&n| n == 1),
+        "a job succeeded twice: {succeeded:?}"
+    );
+}
