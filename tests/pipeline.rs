@@ -65,7 +65,7 @@ async fn run_job(p: &Pipeline, id: &str, image: Vec<u8>, mask: Option<Vec<u8>>) 
 }
 
 async fn suite(broker: Arc<dyn Broker>) {
-    let p = start(broker);
+    let p = start(broker.clone());
     let before: Vec<_> = pipeline::WATERMARK_STAGES
         .iter()
         .map(|s| telemetry::snapshot(s))
@@ -103,6 +103,21 @@ async fn suite(broker: Arc<dyn Broker>) {
     assert_eq!(left, 1, "intermediates left behind");
     let bytes = p.client.fetch(&result).await.expect("result");
     assert_eq!(decode_bytes(&bytes).size(), input_size);
+    let last = broker.last_event("job-ok").await.expect("last event");
+    assert!(
+        matches!(
+            last.map(|e| e.kind),
+            Some(unmark_schemas::EventKind::Succeeded { .. })
+        ),
+        "the broker keeps the job's terminal event"
+    );
+    assert!(
+        broker
+            .last_event("no-such-job")
+            .await
+            .expect("last event")
+            .is_none()
+    );
     p.client
         .discard(&JobId::new("job-ok").expect("id"))
         .await
@@ -187,4 +202,63 @@ async fn pipeline_on_jetstream() {
         .await
         .expect("connect");
     suite(Arc::new(broker)).await;
+}
+
+/// A job whose input blob vanishes (a store fault) fails with a reason after its retries;
+/// it is never dropped silently as if it had finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_input_fails_the_job_after_retries() {
+    use unmark_broker::{OutMessage, subjects};
+    use unmark_schemas::{BlobRef, JobSpec, StageMessage};
+    let broker: Arc<dyn Broker> = Arc::new(InProcessBroker::new());
+    let config = unmark_stages::RunnerConfig {
+        max_deliver: 3,
+        backoff: vec![Duration::from_millis(10)],
+        ..Default::default()
+    };
+    let decode = unmark_stages::builtin().remove(0);
+    let runner = unmark_stages::Runner::new(decode, broker.clone(), BlobStore::in_memory(), config);
+    let task = tokio::spawn(runner.run());
+    let id = JobId::new("vanished").expect("id");
+    let mut events = broker
+        .subscribe_events(&subjects::v1::events("vanished"))
+        .await
+        .expect("sub");
+    let job = JobSpec {
+        id: id.clone(),
+        pipeline: pipeline::REMOVE_WATERMARK.into(),
+        steps: pipeline::remove_watermark(&WatermarkOptions::default()),
+        inputs: [(
+            "input".to_owned(),
+            BlobRef {
+                key: "jobs/vanished/in-input".into(),
+                size: 9,
+            },
+        )]
+        .into(),
+    };
+    let message = StageMessage::first(job);
+    let payload = serde_json::to_vec(&message).expect("json");
+    broker
+        .publish(
+            &subjects::v1::stage("decode"),
+            OutMessage::new(payload.into()),
+        )
+        .await
+        .expect("publish");
+    let event = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures::StreamExt::next(&mut events),
+    )
+    .await
+    .expect("an event within the retries")
+    .expect("event");
+    match event.kind {
+        unmark_schemas::EventKind::Failed { reason, stage, .. } => {
+            assert_eq!(reason, FailureReason::Internal);
+            assert_eq!(stage.as_deref(), Some("decode"));
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    task.abort();
 }

@@ -144,6 +144,10 @@ pub trait Broker: Send + Sync + 'static {
     /// one already published is dropped.
     async fn publish_event(&self, event: &JobEvent, msg_id: &str) -> Result<(), BrokerError>;
 
-    /// Subscribes to the events whose subject matches `filter` (NATS wildcards), from now on.
+    /// Subscribes to the events whose subject matches `filter` (NATS wildcards).
     async fn subscribe_events(&self, filter: &str) -> Result<EventStream, BrokerError>;
+
+    /// The last event of a job that the broker still keeps, if any: a terminal one means the
+    /// job has ended.
+    async fn last_event(&self, job_id: &str) -> Result<Option<JobEvent>, BrokerError>;
 }

@@ -179,6 +179,20 @@ impl Broker for JetStreamBroker {
             .await
     }
 
+    async fn last_event(&self, job_id: &str) -> Result<Option<JobEvent>, BrokerError> {
+        let stream = self.js.get_stream(EVENTS_STREAM).await.map_err(transport)?;
+        match stream
+            .get_last_raw_message_by_subject(&subjects::v1::events(job_id))
+            .await
+        {
+            Ok(m) => serde_json::from_slice(&m.payload)
+                .map(Some)
+                .map_err(|e| BrokerError::Codec(e.to_string())),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(transport(e)),
+        }
+    }
+
     async fn subscribe_events(&self, filter: &str) -> Result<EventStream, BrokerError> {
         let stream = self.js.get_stream(EVENTS_STREAM).await.map_err(transport)?;
         let consumer = stream

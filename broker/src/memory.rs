@@ -28,7 +28,12 @@ struct Inner {
     queues: Mutex<HashMap<String, Arc<Queue>>>,
     subscribers: Mutex<Vec<(String, mpsc::UnboundedSender<JobEvent>)>>,
     seen: Mutex<Dedupe>,
+    last: Mutex<HashMap<String, (Instant, JobEvent)>>,
 }
+
+/// How long the last event of a job is kept, and how many jobs before old ones are pruned.
+const LAST_EVENT_TTL: Duration = Duration::from_secs(3600);
+const LAST_EVENT_PRUNE_AT: usize = 10_000;
 
 struct Queue {
     tx: mpsc::UnboundedSender<Pending>,
@@ -128,12 +133,23 @@ impl Broker for InProcessBroker {
         if !self.first_time(&Some(format!("event:{msg_id}"))) {
             return Ok(());
         }
+        {
+            let mut last = lock(&self.inner.last);
+            if last.len() >= LAST_EVENT_PRUNE_AT {
+                last.retain(|_, (at, _)| at.elapsed() < LAST_EVENT_TTL);
+            }
+            last.insert(event.job_id.to_string(), (Instant::now(), event.clone()));
+        }
         let subject = subjects::v1::events(event.job_id.as_str());
         let mut subscribers = lock(&self.inner.subscribers);
         subscribers.retain(|(filter, tx)| {
             !subjects::v1::matches(filter, &subject) || tx.send(event.clone()).is_ok()
         });
         Ok(())
+    }
+
+    async fn last_event(&self, job_id: &str) -> Result<Option<JobEvent>, BrokerError> {
+        Ok(lock(&self.inner.last).get(job_id).map(|(_, e)| e.clone()))
     }
 
     async fn subscribe_events(&self, filter: &str) -> Result<EventStream, BrokerError> {

@@ -130,10 +130,10 @@ impl Runner {
     }
 
     async fn process(&self, message: &StageMessage, attempt: u32) -> Settle {
-        if attempt > 1 && !self.artifacts_present(message).await {
-            // A redelivery whose inputs are gone: an earlier delivery got past this step and
-            // the job has ended since (its blobs are cleaned up only then). Nothing to do,
-            // and no second terminal event.
+        if attempt > 1 && !self.artifacts_present(message).await && self.job_ended(message).await {
+            // A redelivery whose inputs are gone because the job has ended since (blobs are
+            // cleaned up only then): nothing to do, and no second terminal event. Inputs that
+            // are gone while the job still runs fail below like any missing artifact.
             tracing::info!(
                 stage = self.stage.name(),
                 attempt,
@@ -154,6 +154,17 @@ impl Runner {
                 Err(e) => self.failed(message, attempt, e).await,
             },
             Err(e) => self.failed(message, attempt, e).await,
+        }
+    }
+
+    async fn job_ended(&self, message: &StageMessage) -> bool {
+        match self.broker.last_event(message.job.id.as_str()).await {
+            Ok(Some(event)) => event.kind.is_terminal(),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the job's last event");
+                false
+            }
         }
     }
 
