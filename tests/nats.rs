@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct NatsServer {
     child: Child,
     pub(crate) url: String,
-    _store: tempfile::TempDir,
+    port: u16,
+    store: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -19,31 +20,44 @@ fn free_port() -> u16 {
     listener.local_addr().expect("addr").port()
 }
 
+fn spawn(port: u16, store: &std::path::Path) -> Child {
+    let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
+    let child = Command::new(&bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin} (run scripts/setup.sh): {e}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nats-server did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
 impl NatsServer {
     pub(crate) fn start() -> Self {
         let store = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
-        let child = Command::new(&bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin} (run scripts/setup.sh): {e}"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
         Self {
-            child,
+            child: spawn(port, store.path()),
             url: format!("nats://127.0.0.1:{port}"),
-            _store: store,
+            port,
+            store,
         }
+    }
+
+    /// Kills the server (SIGKILL: no clean shutdown) and starts it again on the same port
+    /// and storage.
+    pub(crate) fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(self.port, self.store.path());
     }
 }
 

@@ -198,3 +198,73 @@ async fn no_job_is_lost_when_workers_are_killed() {
         "a job succeeded twice: {succeeded:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_accepted_job_is_lost_when_nats_restarts() {
+    const JOBS: usize = 12;
+    let mut nats = NatsServer::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let _workers: Vec<Proc> = ["decode", "prescale", "detect", "inpaint", "encode"]
+        .iter()
+        .map(|s| worker(s, data.path(), &nats.url))
+        .collect();
+    let broker: Arc<dyn Broker> = Arc::new(
+        JetStreamBroker::connect(JetStreamConfig::new(nats.url.clone()))
+            .await
+            .expect("connect"),
+    );
+    let client = JobClient::new(
+        broker.clone(),
+        BlobStore::local(&data.path().join("blobs")).expect("blobs"),
+    );
+    // 2048 px photos, so that jobs are still in flight when the server goes down.
+    let (wm, mask, _) = case("dev_037_coffee_2048_cjk_text");
+    let size = read_raster(&wm).size();
+    let (image, mask) = (
+        Bytes::from(std::fs::read(wm).expect("image")),
+        Bytes::from(std::fs::read(mask).expect("mask")),
+    );
+    let steps = pipeline::remove_watermark(&WatermarkOptions::default());
+    let mut handles = Vec::new();
+    for n in 0..JOBS {
+        let id = JobId::new(format!("restart-{n}")).expect("id");
+        let inputs = vec![("input", image.clone()), ("mask_input", mask.clone())];
+        handles.push(
+            client
+                .submit(id, pipeline::REMOVE_WATERMARK, steps.clone(), inputs)
+                .await
+                .expect("submit"),
+        );
+    }
+    // Every job above was accepted (its first step stored by the server). Kill the server
+    // while they are in flight, and bring it back on the same storage.
+    let mut unfinished = 0;
+    for handle in &handles {
+        let last = broker
+            .last_event(handle.id().as_str())
+            .await
+            .expect("last event");
+        unfinished += usize::from(!last.is_some_and(|e| e.kind.is_terminal()));
+    }
+    assert!(
+        unfinished > 0,
+        "every job ended before the restart: the test would prove nothing"
+    );
+    nats.restart();
+    for mut handle in handles {
+        match handle
+            .wait(Duration::from_secs(120))
+            .await
+            .expect("outcome")
+        {
+            JobOutcome::Succeeded { result, .. } => {
+                assert_eq!(
+                    decode_bytes(&client.fetch(&result).await.expect("result")).size(),
+                    size
+                );
+            }
+            other => panic!("job {} did not succeed: {other:?}", handle.id()),
+        }
+    }
+    eprintln!("{unfinished} of {JOBS} jobs were in flight when nats-server was killed");
+}
