@@ -8,3 +8,4 @@ mod nats;
 mod pipeline;
 mod scaleout;
 mod schemas_drift;
+mod stage_runner;

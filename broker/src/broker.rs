@@ -144,7 +144,8 @@ pub trait Broker: Send + Sync + 'static {
     /// one already published is dropped.
     async fn publish_event(&self, event: &JobEvent, msg_id: &str) -> Result<(), BrokerError>;
 
-    /// Subscribes to the events whose subject matches `filter` (NATS wildcards).
+    /// Subscribes to the events whose subject matches `filter` (NATS wildcards): every event
+    /// from now on; a broker that keeps history (JetStream) also replays the earlier ones.
     async fn subscribe_events(&self, filter: &str) -> Result<EventStream, BrokerError>;
 
     /// The last event of a job that the broker still keeps, if any: a terminal one means the

@@ -7,6 +7,8 @@
 //! - Events: one stream (`UNMARK_EVENTS`, limits retention, `max_age`) over
 //!   `unmark.events.>`; subscribers read it through ordered consumers from the start, so a
 //!   late subscriber still sees a job's whole history.
+//! - Dead letters: `UNMARK_DLQ` (limits retention) over `unmark.dlq.>`, where a runner puts a
+//!   message it gave up on after retryable failures, with the last error in its headers.
 //! - Deduplication: every publish carries `Nats-Msg-Id` (`<job_id>:<step>` for hops), inside
 //!   the streams' duplicate window.
 //!
@@ -29,6 +31,8 @@ use crate::subjects;
 pub const WORK_STREAM: &str = "UNMARK_WORK";
 /// Name of the events stream.
 pub const EVENTS_STREAM: &str = "UNMARK_EVENTS";
+/// Name of the dead-letter stream.
+pub const DLQ_STREAM: &str = "UNMARK_DLQ";
 
 /// Settings of the JetStream broker (the `[nats]` section of the config file).
 #[derive(Debug, Clone)]
@@ -98,6 +102,16 @@ impl JetStreamBroker {
         })
         .await
         .map_err(transport)?;
+        js.create_or_update_stream(stream::Config {
+            name: DLQ_STREAM.into(),
+            subjects: vec![format!("{}>", subjects::v1::DLQ_PREFIX)],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            duplicate_window: config.duplicate_window,
+            ..Default::default()
+        })
+        .await
+        .map_err(transport)?;
         Ok(Self { js, config })
     }
 
@@ -154,7 +168,12 @@ impl Broker for JetStreamBroker {
     }
 
     async fn consume(&self, subject: &str) -> Result<Box<dyn Consumer>, BrokerError> {
-        let stream = self.js.get_stream(WORK_STREAM).await.map_err(transport)?;
+        let stream_name = if subject.starts_with(subjects::v1::DLQ_PREFIX) {
+            DLQ_STREAM
+        } else {
+            WORK_STREAM
+        };
+        let stream = self.js.get_stream(stream_name).await.map_err(transport)?;
         let name = durable_name(subject);
         let consumer: consumer::PullConsumer = stream
             .create_consumer(consumer::pull::Config {

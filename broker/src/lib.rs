@@ -31,7 +31,7 @@ pub mod subjects;
 pub use blob::{BlobError, BlobStore, keys};
 pub use broker::{Acker, Broker, BrokerError, Consumer, Delivery, EventStream, OutMessage};
 pub use client::{JobClient, JobError, JobHandle, JobOutcome};
-pub use jetstream::{EVENTS_STREAM, JetStreamBroker, JetStreamConfig, WORK_STREAM};
+pub use jetstream::{DLQ_STREAM, EVENTS_STREAM, JetStreamBroker, JetStreamConfig, WORK_STREAM};
 pub use memory::InProcessBroker;
 
 /// Milliseconds since the Unix epoch, as events carry them.

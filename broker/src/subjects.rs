@@ -12,6 +12,14 @@ pub mod v1 {
         format!("{STAGE_PREFIX}{name}")
     }
 
+    /// Prefix of all dead-letter subjects.
+    pub const DLQ_PREFIX: &str = "unmark.dlq.";
+
+    /// Dead letters of a stage: `unmark.dlq.<name>`, the messages it gave up on.
+    pub fn dlq(name: &str) -> String {
+        format!("{DLQ_PREFIX}{name}")
+    }
+
     /// Events of one job: `unmark.events.<job_id>`.
     pub fn events(job_id: &str) -> String {
         format!("{EVENTS_PREFIX}{job_id}")
@@ -46,6 +54,7 @@ pub mod v1 {
         fn names() {
             assert_eq!(stage("inpaint"), "unmark.stage.inpaint");
             assert_eq!(events("abc"), "unmark.events.abc");
+            assert_eq!(dlq("inpaint"), "unmark.dlq.inpaint");
         }
 
         #[test]

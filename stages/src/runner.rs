@@ -55,6 +55,8 @@ enum Settle {
     Ack,
     Nak(Duration),
     Term,
+    /// Give up after retryable failures: copy to the dead-letter subject, then terminate.
+    DeadLetter(String),
 }
 
 impl Runner {
@@ -119,10 +121,17 @@ impl Runner {
             settle = self.process(&message, delivery.attempt).instrument(span) => settle,
             never = progress => never,
         };
+        let settle = match settle {
+            Settle::DeadLetter(error) => {
+                self.dead_letter(&delivery, &error).await;
+                Settle::Term
+            }
+            other => other,
+        };
         let settled = match settle {
             Settle::Ack => delivery.ack().await,
             Settle::Nak(delay) => delivery.nak(delay).await,
-            Settle::Term => delivery.term().await,
+            Settle::Term | Settle::DeadLetter(_) => delivery.term().await,
         };
         if let Err(e) = settled {
             tracing::warn!(stage, error = %e, "could not settle a delivery; it will be redelivered");
@@ -154,6 +163,20 @@ impl Runner {
                 Err(e) => self.failed(message, attempt, e).await,
             },
             Err(e) => self.failed(message, attempt, e).await,
+        }
+    }
+
+    /// Copies a message the runner gave up on to `unmark.dlq.<stage>`, with the last error.
+    async fn dead_letter(&self, delivery: &Delivery, error: &str) {
+        let stage = self.stage.name();
+        let mut out = OutMessage::new(delivery.payload.clone());
+        out.headers = delivery.headers.clone();
+        out.headers.insert("Unmark-Error".into(), error.to_owned());
+        out.headers.insert("Unmark-Stage".into(), stage.to_owned());
+        out.headers
+            .insert("Unmark-Attempts".into(), delivery.attempt.to_string());
+        if let Err(e) = self.broker.publish(&subjects::v1::dlq(stage), out).await {
+            tracing::error!(stage, error = %e, "cannot write a dead letter");
         }
     }
 
@@ -365,11 +388,16 @@ impl Runner {
             stage: Some(stage.to_owned()),
         };
         let job = &message.job.id;
-        let _ = self
-            .blobs
-            .delete_prefix(&keys::job_prefix(job.as_str()))
-            .await;
+        // A dead letter keeps the job's blobs, so that it can be replayed once the cause is
+        // fixed; a rejected input has nothing worth keeping.
+        if !error.is_retryable() {
+            let _ = self
+                .blobs
+                .delete_prefix(&keys::job_prefix(job.as_str()))
+                .await;
+        }
         match self.event(message, failed, &format!("{job}:failed")).await {
+            Ok(()) if error.is_retryable() => Settle::DeadLetter(error.message),
             Ok(()) => Settle::Term,
             // The failure could not be reported: let the message come back and try again.
             Err(_) => Settle::Nak(Duration::from_secs(1)),
