@@ -30,6 +30,12 @@ if ! command -v nats-server >/dev/null 2>&1 || ! nats-server --version | grep -q
     command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 fi
 
+# The NATS client the Python client test uses.
+python3 -c "import nats" 2>/dev/null || {
+    echo "setup: installing nats-py (PyPI)"
+    python3 -m pip install -q nats-py
+}
+
 if [ "${1:-}" = "--bench" ]; then
     python3 -c "import cv2, numpy" 2>/dev/null || {
         echo "setup: installing opencv-python-headless and numpy (PyPI) for the bench reference"

@@ -40,10 +40,21 @@ impl Pipeline {
     }
 }
 
-/// The broker and blob store the configuration names.
-pub(crate) async fn transport(config: &Config) -> Result<(Arc<dyn Broker>, BlobStore)> {
+/// The broker and blob store the configuration names, and the NATS connection in scale-out.
+pub(crate) struct Transport {
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) blobs: BlobStore,
+    pub(crate) nats: Option<async_nats::Client>,
+}
+
+/// Connects what the configuration names.
+pub(crate) async fn transport(config: &Config) -> Result<Transport> {
     let Some(url) = config.nats.url.as_deref().filter(|u| !u.is_empty()) else {
-        return Ok((Arc::new(InProcessBroker::new()), BlobStore::in_memory()));
+        return Ok(Transport {
+            broker: Arc::new(InProcessBroker::new()),
+            blobs: BlobStore::in_memory(),
+            nats: None,
+        });
     };
     let nats = JetStreamConfig {
         ack_wait: Duration::from_secs(config.nats.ack_wait_secs),
@@ -56,9 +67,12 @@ pub(crate) async fn transport(config: &Config) -> Result<(Arc<dyn Broker>, BlobS
     let dir = config.server.data_dir.join("blobs");
     let blobs = BlobStore::local(&dir)
         .with_context(|| format!("cannot open blob folder {}", dir.display()))?;
-    Ok((Arc::new(broker), blobs))
+    Ok(Transport {
+        nats: Some(broker.nats()),
+        broker: Arc::new(broker),
+        blobs,
+    })
 }
-
 /// The built-in stages named by `list`: `all`, `none`, or names separated by commas.
 pub(crate) fn select(list: &str) -> Result<Vec<Arc<dyn Stage>>> {
     let all = unmark_stages::builtin();
@@ -110,11 +124,14 @@ pub(crate) fn start(
 }
 
 /// Everything in this process: the embedded defaults, or scale-out with local stages.
-pub(crate) async fn start_all(config: &Config, stages: &str) -> Result<Pipeline> {
-    let (broker, blobs) = transport(config).await?;
+pub(crate) async fn start_all(
+    config: &Config,
+    stages: &str,
+) -> Result<(Pipeline, Option<async_nats::Client>)> {
+    let t = transport(config).await?;
     let stages = select(stages)?;
-    if stages.is_empty() && config.nats.url.is_none() {
+    if stages.is_empty() && t.nats.is_none() {
         bail!("--stages none needs --nats: without a broker nothing would run the stages");
     }
-    Ok(start(broker, blobs, stages, &config.runner()))
+    Ok((start(t.broker, t.blobs, stages, &config.runner()), t.nats))
 }

@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod embedded;
 mod serve;
+mod submit;
 
 use std::process::ExitCode;
 

@@ -13,7 +13,16 @@ pub(crate) async fn serve(config: Config, stages: &str) -> Result<()> {
             config.server.data_dir.display()
         )
     })?;
-    let pipeline = crate::embedded::start_all(&config, stages).await?;
+    let (pipeline, nats) = crate::embedded::start_all(&config, stages).await?;
+    if let Some(nats) = nats {
+        let client = pipeline.client.clone();
+        let defaults = config.options();
+        tokio::spawn(async move {
+            if let Err(e) = crate::submit::serve(nats, client, defaults).await {
+                tracing::error!(error = %e, "NATS submission service stopped");
+            }
+        });
+    }
     let gateway = config.gateway();
     if gateway.api_key.is_none() {
         tracing::warn!("no API key is set: anyone who can reach this port can use it");
@@ -67,8 +76,8 @@ pub(crate) async fn worker(config: Config, stage: &str) -> Result<()> {
             config.server.data_dir.display()
         )
     })?;
-    let (broker, blobs) = crate::embedded::transport(&config).await?;
-    let pipeline = crate::embedded::start(broker, blobs, stages, &config.runner());
+    let t = crate::embedded::transport(&config).await?;
+    let pipeline = crate::embedded::start(t.broker, t.blobs, stages, &config.runner());
     tracing::info!(stage, "worker is consuming");
     println!("worker {stage} ready");
     std::io::stdout().flush()?;

@@ -273,3 +273,33 @@ async fn no_accepted_job_is_lost_when_nats_restarts() {
     }
     eprintln!("{unfinished} of {JOBS} jobs were in flight when nats-server was killed");
 }
+
+#[test]
+fn a_python_client_submits_and_follows_a_job_over_nats() {
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let (_gateway, _) = spawn(
+        &["serve", "--bind", "127.0.0.1:0"],
+        data.path(),
+        &nats.url,
+        "listening on ",
+    );
+    let (wm, mask, _) = case("dev_002_chelsea_512_text_tiled");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/nats_submit.py");
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&nats.url)
+        .arg(&wm)
+        .arg(&mask)
+        .arg(data.path().join("blobs"))
+        .output()
+        .expect("python3 (scripts/setup.sh installs nats-py)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    let size = read_raster(&wm).size();
+    assert_eq!(stdout.trim(), format!("ok {}x{}", size.0, size.1));
+}

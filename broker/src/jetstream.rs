@@ -115,6 +115,11 @@ impl JetStreamBroker {
         Ok(Self { js, config })
     }
 
+    /// The underlying NATS connection, for request/reply services.
+    pub fn nats(&self) -> async_nats::Client {
+        self.js.client()
+    }
+
     async fn publish_with_id(
         &self,
         subject: &str,

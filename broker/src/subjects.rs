@@ -12,6 +12,11 @@ pub mod v1 {
         format!("{STAGE_PREFIX}{name}")
     }
 
+    /// Where clients submit jobs over NATS (request/reply): `unmark.jobs.submit`.
+    pub fn submit() -> String {
+        "unmark.jobs.submit".to_owned()
+    }
+
     /// Prefix of all dead-letter subjects.
     pub const DLQ_PREFIX: &str = "unmark.dlq.";
 

@@ -1,6 +1,6 @@
 use schemars::schema_for;
 
-use crate::{JobEvent, JobSpec, StageMessage, params};
+use crate::{JobEvent, JobSpec, StageMessage, SubmitReply, SubmitRequest, params};
 
 /// The published JSON Schemas as `(file name, pretty JSON)`, in a stable order.
 ///
@@ -15,6 +15,8 @@ pub fn json_schemas() -> Vec<(&'static str, String)> {
         ("job-spec.json", render(schema_for!(JobSpec))),
         ("stage-message.json", render(schema_for!(StageMessage))),
         ("job-event.json", render(schema_for!(JobEvent))),
+        ("submit-request.json", render(schema_for!(SubmitRequest))),
+        ("submit-reply.json", render(schema_for!(SubmitReply))),
         (
             "params-decode.json",
             render(schema_for!(params::DecodeParams)),

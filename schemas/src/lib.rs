@@ -4,6 +4,7 @@
 //! - [`StageMessage`]: what one stage hands the next (job id, step index, blob references, attempt).
 //! - [`JobEvent`]: what a job reports (accepted, stage done, succeeded, failed with a
 //!   machine-readable [`FailureReason`]).
+//! - [`SubmitRequest`] / [`SubmitReply`]: NATS-native submission on `unmark.jobs.submit`.
 //! - [`params`]: the parameters each stage accepts, validated the same way by the gateway and
 //!   by the stage itself.
 //!
@@ -24,12 +25,14 @@ mod job;
 mod message;
 pub mod params;
 pub mod pipeline;
+mod submit;
 
 pub use event::{EventKind, FailureReason, JobEvent, StageTiming};
 pub use export::json_schemas;
 pub use job::{JobId, JobSpec, Step};
 pub use message::{BlobRef, StageMessage};
 pub use params::ParamError;
+pub use submit::{InputRef, SubmitParams, SubmitReply, SubmitRequest};
 
 /// Version of the wire contract; bumped on any incompatible change of the types in this crate.
 pub const WIRE_VERSION: u32 = 1;

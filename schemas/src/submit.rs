@@ -1,0 +1,105 @@
+//! NATS-native submission: the request a client publishes on `unmark.jobs.submit` and the
+//! reply it gets. See `docs/nats.md`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::FailureReason;
+use crate::params::{Engine, OutputFormat, ParamError, WatermarkOptions};
+
+/// An input of a submitted job: inline (base64) or already in the blob store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum InputRef {
+    /// The file's bytes, base64-encoded (standard alphabet, padded). The whole request must
+    /// fit in the server's `max_payload` (1 MiB by default).
+    Base64(String),
+    /// A key in unmark's blob store, for larger files uploaded beforehand.
+    Key(String),
+}
+
+/// Optional settings of a watermark removal; each absent one takes the server's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubmitParams {
+    /// Engine: `restore` or `telea`.
+    pub engine: Option<Engine>,
+    /// Inpainting radius in pixels.
+    pub radius: Option<u32>,
+    /// Grow the mask by this many pixels.
+    pub mask_dilate: Option<u32>,
+    /// Output format.
+    pub format: Option<OutputFormat>,
+    /// JPEG quality.
+    pub quality: Option<u8>,
+    /// Longest side of the working image.
+    pub work_max_side: Option<u32>,
+    /// Keep EXIF.
+    pub keep_metadata: Option<bool>,
+}
+
+impl SubmitParams {
+    /// `defaults` with these settings applied, validated.
+    pub fn apply(&self, defaults: &WatermarkOptions) -> Result<WatermarkOptions, ParamError> {
+        let mut o = defaults.clone();
+        if let Some(v) = self.engine {
+            o.inpaint.engine = v;
+        }
+        if let Some(v) = self.radius {
+            o.inpaint.radius = v;
+        }
+        if let Some(v) = self.mask_dilate {
+            o.detect.mask_dilate = v;
+        }
+        if let Some(v) = self.format {
+            o.encode.format = Some(v);
+        }
+        if let Some(v) = self.quality {
+            o.encode.quality = v;
+        }
+        if let Some(v) = self.work_max_side {
+            o.prescale.work_max_side = v;
+        }
+        if let Some(v) = self.keep_metadata {
+            o.encode.keep_metadata = v;
+        }
+        o.validate()?;
+        Ok(o)
+    }
+}
+
+/// A job submitted over NATS (request on `unmark.jobs.submit`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// Pipeline name: `remove-watermark`.
+    pub pipeline: String,
+    /// Settings; absent ones take the server's defaults.
+    #[serde(default)]
+    pub params: SubmitParams,
+    /// The image.
+    pub image: InputRef,
+    /// The mask (white = remove), where one is sent.
+    #[serde(default)]
+    pub mask: Option<InputRef>,
+}
+
+/// The reply to a submission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum SubmitReply {
+    /// The job is accepted: follow `events_subject` (JetStream stream `UNMARK_EVENTS`).
+    Accepted {
+        /// The job's id.
+        id: crate::JobId,
+        /// `unmark.events.<id>`.
+        events_subject: String,
+    },
+    /// The request was refused; nothing was started.
+    Rejected {
+        /// Machine-readable reason.
+        reason: FailureReason,
+        /// What was wrong.
+        message: String,
+    },
+}
