@@ -50,6 +50,9 @@ impl Stage for TestStage {
     }
 }
 
+/// The trace every test job carries.
+const TRACEPARENT: &str = "00-0123456789abcdef0123456789abcdef-0011223344556677-01";
+
 /// Publishes a one-step job for `stage` straight onto its subject.
 async fn publish_job(
     broker: &Arc<dyn Broker>,
@@ -76,7 +79,8 @@ async fn publish_job(
     };
     let message = StageMessage::first(job);
     let out = OutMessage::new(serde_json::to_vec(&message).expect("json").into())
-        .with_id(message.hop_id());
+        .with_id(message.hop_id())
+        .with_header(unmark_broker::trace::HEADER, TRACEPARENT);
     broker
         .publish(&subjects::v1::stage(stage), out)
         .await
@@ -156,6 +160,15 @@ async fn dead_letter_suite(broker: Arc<dyn Broker>) {
     assert_eq!(
         letter.headers.get("Unmark-Attempts").map(String::as_str),
         Some("3")
+    );
+    // The trace travels with the message.
+    let trace = letter
+        .headers
+        .get(unmark_broker::trace::HEADER)
+        .map(String::as_str);
+    assert_eq!(
+        trace.and_then(unmark_broker::trace::trace_id),
+        unmark_broker::trace::trace_id(TRACEPARENT)
     );
     // Its blobs are kept for a replay.
     assert_eq!(blobs.count("jobs/poison/").await.expect("count"), 1);

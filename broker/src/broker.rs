@@ -44,6 +44,12 @@ impl OutMessage {
         }
     }
 
+    /// Sets a header.
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.insert(name.to_owned(), value.into());
+        self
+    }
+
     /// Sets the deduplication id.
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
         self.msg_id = Some(id.into());

@@ -121,7 +121,9 @@ impl JobClient {
         self.broker
             .publish(
                 &subjects::v1::stage(&first_stage),
-                OutMessage::new(payload.into()).with_id(message.hop_id()),
+                OutMessage::new(payload.into())
+                    .with_id(message.hop_id())
+                    .with_header(crate::trace::HEADER, crate::trace::new_traceparent()),
             )
             .await?;
         Ok(JobHandle { id, events })

@@ -27,6 +27,7 @@ mod client;
 mod jetstream;
 mod memory;
 pub mod subjects;
+pub mod trace;
 
 pub use blob::{BlobError, BlobStore, keys};
 pub use broker::{Acker, Broker, BrokerError, Consumer, Delivery, EventStream, OutMessage};

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
-use unmark_broker::{BlobError, BlobStore, Broker, Delivery, OutMessage, keys, now_ms, subjects};
+use unmark_broker::{
+    BlobError, BlobStore, Broker, Delivery, OutMessage, keys, now_ms, subjects, trace,
+};
 use unmark_schemas::{BlobRef, EventKind, FailureReason, JobEvent, StageMessage, StageTiming};
 
 use crate::telemetry::{self, StageEvent};
@@ -107,8 +109,18 @@ impl Runner {
                 return;
             }
         };
-        let span =
-            tracing::info_span!("stage", stage, job_id = %message.job.id, step = message.step);
+        let traceparent = delivery.headers.get(trace::HEADER).cloned();
+        let trace_id = traceparent
+            .as_deref()
+            .and_then(trace::trace_id)
+            .unwrap_or("-");
+        let span = tracing::info_span!(
+            "stage",
+            stage,
+            job_id = %message.job.id,
+            step = message.step,
+            trace_id
+        );
         let progress = async {
             loop {
                 tokio::time::sleep(self.config.progress_every).await;
@@ -118,7 +130,7 @@ impl Runner {
             }
         };
         let settle = tokio::select! {
-            settle = self.process(&message, delivery.attempt).instrument(span) => settle,
+            settle = self.process(&message, delivery.attempt, traceparent.as_deref()).instrument(span) => settle,
             never = progress => never,
         };
         let settle = match settle {
@@ -138,7 +150,7 @@ impl Runner {
         }
     }
 
-    async fn process(&self, message: &StageMessage, attempt: u32) -> Settle {
+    async fn process(&self, message: &StageMessage, attempt: u32, trace: Option<&str>) -> Settle {
         if attempt > 1 && !self.artifacts_present(message).await && self.job_ended(message).await {
             // A redelivery whose inputs are gone because the job has ended since (blobs are
             // cleaned up only then): nothing to do, and no second terminal event. Inputs that
@@ -158,7 +170,7 @@ impl Runner {
         }
         let result = self.execute(message).await;
         match result {
-            Ok(next) => match self.hand_on(message, next).await {
+            Ok(next) => match self.hand_on(message, next, trace).await {
                 Ok(()) => Settle::Ack,
                 Err(e) => self.failed(message, attempt, e).await,
             },
@@ -282,7 +294,12 @@ impl Runner {
     }
 
     /// Publishes the next step, or the job's success after the last one.
-    async fn hand_on(&self, done: &StageMessage, next: StageMessage) -> Result<(), StageError> {
+    async fn hand_on(
+        &self,
+        done: &StageMessage,
+        next: StageMessage,
+        trace: Option<&str>,
+    ) -> Result<(), StageError> {
         let broker_err = |e: unmark_broker::BrokerError| StageError::internal(e.to_string());
         let job = &next.job;
         let ms = next.timings.last().map_or(0.0, |t| t.ms);
@@ -295,7 +312,10 @@ impl Runner {
         if let Some(step) = job.steps.get(next.step as usize) {
             let payload = serde_json::to_vec(&next)
                 .map_err(|e| StageError::internal(format!("cannot encode message: {e}")))?;
-            let out = OutMessage::new(payload.into()).with_id(next.hop_id());
+            let traceparent = trace.map_or_else(trace::new_traceparent, trace::child);
+            let out = OutMessage::new(payload.into())
+                .with_id(next.hop_id())
+                .with_header(trace::HEADER, traceparent);
             self.broker
                 .publish(&subjects::v1::stage(&step.stage), out)
                 .await
