@@ -72,7 +72,7 @@ pub struct JetStreamBroker {
 }
 
 impl JetStreamBroker {
-    /// Connects and creates or updates both streams.
+    /// Connects and creates or updates the work, events and dead-letter streams.
     pub async fn connect(config: JetStreamConfig) -> Result<Self, BrokerError> {
         let client = async_nats::ConnectOptions::new()
             .name("unmark")
@@ -81,37 +81,41 @@ impl JetStreamBroker {
             .await
             .map_err(transport)?;
         let js = jetstream::new(client);
-        js.create_or_update_stream(stream::Config {
-            name: WORK_STREAM.into(),
-            subjects: vec![format!("{}>", subjects::v1::STAGE_PREFIX)],
-            retention: stream::RetentionPolicy::WorkQueue,
+        let file_stream = |name: &str, subject: String, retention, max_age| stream::Config {
+            name: name.into(),
+            subjects: vec![subject],
+            retention,
             storage: stream::StorageType::File,
+            max_age,
             duplicate_window: config.duplicate_window,
             ..Default::default()
-        })
-        .await
-        .map_err(transport)?;
-        js.create_or_update_stream(stream::Config {
-            name: EVENTS_STREAM.into(),
-            subjects: vec![subjects::v1::all_events()],
-            retention: stream::RetentionPolicy::Limits,
-            storage: stream::StorageType::File,
-            max_age: config.events_max_age,
-            duplicate_window: config.duplicate_window,
-            ..Default::default()
-        })
-        .await
-        .map_err(transport)?;
-        js.create_or_update_stream(stream::Config {
-            name: DLQ_STREAM.into(),
-            subjects: vec![format!("{}>", subjects::v1::DLQ_PREFIX)],
-            retention: stream::RetentionPolicy::Limits,
-            storage: stream::StorageType::File,
-            duplicate_window: config.duplicate_window,
-            ..Default::default()
-        })
-        .await
-        .map_err(transport)?;
+        };
+        let forever = Duration::ZERO;
+        let streams = [
+            file_stream(
+                WORK_STREAM,
+                format!("{}>", subjects::v1::STAGE_PREFIX),
+                stream::RetentionPolicy::WorkQueue,
+                forever,
+            ),
+            file_stream(
+                EVENTS_STREAM,
+                subjects::v1::all_events(),
+                stream::RetentionPolicy::Limits,
+                config.events_max_age,
+            ),
+            file_stream(
+                DLQ_STREAM,
+                format!("{}>", subjects::v1::DLQ_PREFIX),
+                stream::RetentionPolicy::Limits,
+                forever,
+            ),
+        ];
+        for stream in streams {
+            js.create_or_update_stream(stream)
+                .await
+                .map_err(transport)?;
+        }
         Ok(Self { js, config })
     }
 
