@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use unmark_schemas::SubmitParams;
 use unmark_schemas::params::{Engine, OutputFormat, WatermarkOptions};
 
 use crate::config::Config;
@@ -104,20 +105,21 @@ pub(crate) struct RemoveArgs {
 
 impl RemoveArgs {
     /// The options of this run over the configured defaults.
-    pub(crate) fn options(&self, mut o: WatermarkOptions) -> Result<WatermarkOptions> {
-        if let Some(e) = &self.engine {
-            o.inpaint.engine = Engine::parse(e)?;
-        }
-        if let Some(f) = &self.format {
-            o.encode.format = Some(OutputFormat::parse(f)?);
-        }
-        o.inpaint.radius = self.radius.unwrap_or(o.inpaint.radius);
-        o.detect.mask_dilate = self.mask_dilate.unwrap_or(o.detect.mask_dilate);
-        o.encode.quality = self.quality.unwrap_or(o.encode.quality);
-        o.prescale.work_max_side = self.work_max_side.unwrap_or(o.prescale.work_max_side);
-        o.encode.keep_metadata |= self.keep_metadata;
-        o.validate()?;
-        Ok(o)
+    pub(crate) fn options(&self, defaults: WatermarkOptions) -> Result<WatermarkOptions> {
+        let params = SubmitParams {
+            engine: self.engine.as_deref().map(Engine::parse).transpose()?,
+            radius: self.radius,
+            mask_dilate: self.mask_dilate,
+            format: self
+                .format
+                .as_deref()
+                .map(OutputFormat::parse)
+                .transpose()?,
+            quality: self.quality,
+            work_max_side: self.work_max_side,
+            keep_metadata: self.keep_metadata.then_some(true),
+        };
+        Ok(params.apply(&defaults)?)
     }
 }
 

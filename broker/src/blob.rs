@@ -98,6 +98,15 @@ impl BlobStore {
         Ok(got.bytes().await?)
     }
 
+    /// Whether a blob is there, without reading it.
+    pub async fn exists(&self, key: &str) -> Result<bool, BlobError> {
+        match self.store.head(&StorePath::from(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes one blob; a missing blob is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
         match self.store.delete(&StorePath::from(key)).await {

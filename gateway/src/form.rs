@@ -4,8 +4,8 @@ use axum::extract::Multipart;
 use axum::extract::multipart::{Field, MultipartError};
 use axum::http::StatusCode;
 use bytes::{Bytes, BytesMut};
-use unmark_schemas::ParamError;
 use unmark_schemas::params::{Engine, OutputFormat, WatermarkOptions};
+use unmark_schemas::{ParamError, SubmitParams};
 
 use crate::ApiError;
 
@@ -76,7 +76,7 @@ pub(crate) async fn parse(
     defaults: &WatermarkOptions,
     body_limit: usize,
 ) -> Result<WatermarkForm, ApiError> {
-    let mut options = defaults.clone();
+    let mut params = SubmitParams::default();
     let file_limit = defaults.decode.max_input_bytes;
     let (mut image, mut mask) = (None, None);
     let mut seen = Vec::new();
@@ -101,18 +101,15 @@ pub(crate) async fn parse(
                     .await
                     .map_err(|e| multipart_error(e, body_limit))?;
                 match name.as_str() {
-                    "engine" => {
-                        options.inpaint.engine = Engine::parse(text.trim()).map_err(param)?
-                    }
-                    "radius" => options.inpaint.radius = number(&name, &text)?,
-                    "mask_dilate" => options.detect.mask_dilate = number(&name, &text)?,
+                    "engine" => params.engine = Some(Engine::parse(text.trim()).map_err(param)?),
+                    "radius" => params.radius = Some(number(&name, &text)?),
+                    "mask_dilate" => params.mask_dilate = Some(number(&name, &text)?),
                     "format" => {
-                        options.encode.format =
-                            Some(OutputFormat::parse(text.trim()).map_err(param)?)
+                        params.format = Some(OutputFormat::parse(text.trim()).map_err(param)?)
                     }
-                    "quality" => options.encode.quality = number(&name, &text)?,
-                    "work_max_side" => options.prescale.work_max_side = number(&name, &text)?,
-                    "keep_metadata" => options.encode.keep_metadata = boolean(&name, &text)?,
+                    "quality" => params.quality = Some(number(&name, &text)?),
+                    "work_max_side" => params.work_max_side = Some(number(&name, &text)?),
+                    "keep_metadata" => params.keep_metadata = Some(boolean(&name, &text)?),
                     other => {
                         return Err(ApiError::bad_request(format!(
                             "unknown part {other:?}; expected one of {FIELDS}"
@@ -126,7 +123,7 @@ pub(crate) async fn parse(
     if image.is_empty() {
         return Err(ApiError::bad_request("the \"image\" part is empty"));
     }
-    options.validate().map_err(param)?;
+    let options = params.apply(defaults).map_err(param)?;
     Ok(WatermarkForm {
         image,
         mask: mask.filter(|m| !m.is_empty()),

@@ -19,6 +19,9 @@ pub enum InputRef {
 }
 
 /// Optional settings of a watermark removal; each absent one takes the server's default.
+///
+/// Every front end (HTTP form, CLI flags, NATS submission) fills one of these and calls
+/// [`SubmitParams::apply`], so the options map onto the pipeline in one place.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SubmitParams {

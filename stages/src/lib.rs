@@ -68,7 +68,7 @@ pub fn remove_watermark_pixels(
     match prescale::prescale(image, options.prescale.work_max_side)? {
         None => inpaint::inpaint(&mut out, &mask, &options.inpaint),
         Some(mut work) => {
-            let work_mask = detect::dilate(&detect::shrink(&mask, work.width, work.height), 1);
+            let work_mask = detect::working_mask(&mask, work.width, work.height);
             inpaint::inpaint(&mut work, &work_mask, &options.inpaint);
             encode::compose(&mut out, &mask, &work)?;
         }

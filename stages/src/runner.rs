@@ -5,9 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
-use unmark_broker::{
-    BlobError, BlobStore, Broker, Delivery, OutMessage, keys, now_ms, subjects, trace,
-};
+use unmark_broker::{BlobStore, Broker, Delivery, OutMessage, keys, now_ms, subjects, trace};
 use unmark_schemas::{BlobRef, EventKind, FailureReason, JobEvent, StageMessage, StageTiming};
 
 use crate::telemetry::{self, StageEvent};
@@ -206,7 +204,7 @@ impl Runner {
     async fn artifacts_present(&self, message: &StageMessage) -> bool {
         for name in self.stage.reads() {
             if let Some(blob) = message.blobs.get(*name)
-                && matches!(self.blobs.get(blob).await, Err(BlobError::NotFound(_)))
+                && matches!(self.blobs.exists(&blob.key).await, Ok(false))
             {
                 return false;
             }

@@ -81,6 +81,12 @@ pub fn shrink(mask: &Mask, width: u32, height: u32) -> Mask {
     out
 }
 
+/// The mask at working size: shrunk so that it covers the mark, and grown by one working
+/// pixel for what the resampling kernel smears across the edge.
+pub fn working_mask(mask: &Mask, width: u32, height: u32) -> Mask {
+    dilate(&shrink(mask, width, height), 1)
+}
+
 /// The client's mask, checked against the image size and grown by `dilate` pixels.
 pub fn prepare_mask(
     user: &Mask,
@@ -133,8 +139,7 @@ impl Stage for DetectStage {
         if (work.width, work.height) == mask.size() {
             return Ok(out.with("work_mask", Produced::Alias("mask")));
         }
-        // One more working pixel covers what the resampling kernel smears across the edge.
-        let work_mask = dilate(&shrink(&mask, work.width, work.height), 1);
+        let work_mask = working_mask(&mask, work.width, work.height);
         Ok(out.with(
             "work_mask",
             Produced::Blob(artifact::write_mask(&work_mask)),

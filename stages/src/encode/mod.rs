@@ -14,7 +14,7 @@ use image::{ExtendedColorType, ImageEncoder};
 use unmark_schemas::params::{self, EncodeParams, OutputFormat};
 
 use crate::artifact::{self, DecodedImage, SourceFormat};
-use crate::inpaint::components;
+use crate::inpaint::bounding_box;
 use crate::prescale::resize;
 use crate::{Artifacts, Mask, Produced, Raster, Stage, StageError, StageOutput};
 
@@ -28,15 +28,7 @@ pub fn compose(original: &mut Raster, mask: &Mask, inpainted: &Raster) -> Result
             "compose: image, mask and fill do not match",
         ));
     }
-    let Some(bbox) = components(mask)
-        .into_iter()
-        .reduce(|a, b| crate::inpaint::Rect {
-            x0: a.x0.min(b.x0),
-            y0: a.y0.min(b.y0),
-            x1: a.x1.max(b.x1),
-            y1: a.y1.max(b.y1),
-        })
-    else {
+    let Some(bbox) = bounding_box(mask) else {
         return Ok(());
     };
     let c = original.channels as usize;

@@ -13,7 +13,7 @@ use unmark_schemas::params::{self, Engine, InpaintParams};
 use crate::artifact;
 use crate::{Artifacts, Mask, Produced, Raster, Stage, StageError, StageOutput};
 
-pub use regions::{Rect, components, crops, label};
+pub use regions::{Rect, bounding_box, components, crops, label};
 
 /// Fills every pixel of `image` where `mask` is set; pixels outside the mask are untouched.
 ///

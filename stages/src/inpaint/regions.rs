@@ -49,6 +49,28 @@ impl Rect {
     }
 }
 
+/// The smallest rectangle holding every marked pixel; `None` for an empty mask.
+pub fn bounding_box(mask: &Mask) -> Option<Rect> {
+    let w = mask.width as usize;
+    let mut rect: Option<Rect> = None;
+    for (y, row) in mask.data.chunks_exact(w.max(1)).enumerate() {
+        let (Some(first), Some(last)) = (
+            row.iter().position(|&v| v != 0),
+            row.iter().rposition(|&v| v != 0),
+        ) else {
+            continue;
+        };
+        let line = Rect {
+            x0: first as u32,
+            y0: y as u32,
+            x1: last as u32 + 1,
+            y1: y as u32 + 1,
+        };
+        rect = Some(rect.map_or(line, |r| r.union(&line)));
+    }
+    rect
+}
+
 /// Labels the 8-connected components of `mask`: 0 outside, 1..=count inside.
 pub fn label(mask: &Mask) -> (Vec<u32>, usize) {
     let (w, h) = (mask.width as usize, mask.height as usize);
