@@ -152,7 +152,8 @@ pub(crate) async fn run(config: &Config, args: &RemoveArgs) -> Result<ExitCode> 
         bail!("no files in {}", args.input.display());
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let (pipeline, _) = crate::embedded::start_all(config, "all").await?;
+    let (pipeline, _) =
+        crate::embedded::start_all(config, "all", crate::embedded::Blobs::Memory).await?;
     let client = pipeline.client.clone();
     let folder_mode = items[0].folder_mode;
     let bar = if folder_mode {

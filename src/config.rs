@@ -21,6 +21,9 @@ use unmark_schemas::params::{
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Config {
     pub(crate) server: Server,
+    pub(crate) database: Database,
+    pub(crate) blobs: Blobs,
+    pub(crate) jobs: Jobs,
     pub(crate) nats: Nats,
     pub(crate) limits: DecodeParams,
     pub(crate) defaults: Defaults,
@@ -51,6 +54,79 @@ impl Default for Server {
             api_key: String::new(),
             max_body_bytes: None,
             sync_timeout_secs: 120,
+        }
+    }
+}
+
+/// `[database]`: job records.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Database {
+    /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DB`; empty = SQLite in
+    /// `<data_dir>/unmark.db`.
+    pub(crate) url: String,
+    /// Connections in the pool.
+    pub(crate) max_connections: u32,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 8,
+        }
+    }
+}
+
+/// `[blobs]`: where inputs, intermediates and results live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Blobs {
+    /// A folder, or `s3://bucket[/prefix]`; empty = `<data_dir>/blobs`.
+    pub(crate) url: String,
+    /// Flush local blobs to disk before a step is acknowledged.
+    pub(crate) fsync: bool,
+    /// S3-compatible endpoint (MinIO, Ceph, moto); empty = AWS.
+    pub(crate) s3_endpoint: String,
+    /// S3 region.
+    pub(crate) s3_region: String,
+    /// Allow a plain http:// S3 endpoint.
+    pub(crate) s3_allow_http: bool,
+}
+
+impl Default for Blobs {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            fsync: true,
+            s3_endpoint: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_allow_http: false,
+        }
+    }
+}
+
+/// `[jobs]`: how long job results are kept, and the sweeper.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Jobs {
+    /// Seconds a result (and a failed job's blobs) is kept after the job ends.
+    pub(crate) result_ttl_secs: u64,
+    /// Seconds between two sweeps.
+    pub(crate) sweep_interval_secs: u64,
+    /// Seconds blobs nobody accounts for are left alone before the sweeper deletes them.
+    pub(crate) orphan_grace_secs: u64,
+    /// Seconds a job may go without progress before it is failed with `timeout`.
+    pub(crate) stale_after_secs: u64,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Self {
+            result_ttl_secs: 24 * 3600,
+            sweep_interval_secs: 300,
+            orphan_grace_secs: 3600,
+            stale_after_secs: 24 * 3600,
         }
     }
 }
@@ -124,9 +200,11 @@ impl Default for Runner {
     }
 }
 
-const SHORTCUTS: [(&str, &str, &str); 4] = [
+const SHORTCUTS: [(&str, &str, &str); 6] = [
     ("UNMARK_API_KEY", "server", "api_key"),
     ("UNMARK_NATS_URL", "nats", "url"),
+    ("UNMARK_DATABASE_URL", "database", "url"),
+    ("UNMARK_BLOBS_URL", "blobs", "url"),
     ("UNMARK_BIND", "server", "bind"),
     ("UNMARK_DATA_DIR", "server", "data_dir"),
 ];
@@ -220,6 +298,44 @@ impl Config {
             max_body_bytes,
             defaults: options,
             sync_timeout: Duration::from_secs(self.server.sync_timeout_secs),
+        }
+    }
+
+    /// The job database's URL.
+    pub(crate) fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            let file = self.server.data_dir.join("unmark.db");
+            let file = std::path::absolute(&file).unwrap_or(file);
+            format!("sqlite://{}", file.display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// Where blobs live.
+    pub(crate) fn blob_config(&self) -> unmark_broker::BlobConfig {
+        let b = &self.blobs;
+        let url = if b.url.is_empty() {
+            self.server.data_dir.join("blobs").display().to_string()
+        } else {
+            b.url.clone()
+        };
+        unmark_broker::BlobConfig {
+            url,
+            fsync: b.fsync,
+            s3_endpoint: b.s3_endpoint.clone(),
+            s3_region: b.s3_region.clone(),
+            s3_allow_http: b.s3_allow_http,
+        }
+    }
+
+    /// What the sweeper keeps, and for how long.
+    pub(crate) fn sweep(&self) -> unmark_jobs::SweepConfig {
+        let j = &self.jobs;
+        unmark_jobs::SweepConfig {
+            result_ttl: Duration::from_secs(j.result_ttl_secs),
+            orphan_grace: Duration::from_secs(j.orphan_grace_secs),
+            stale_after: Duration::from_secs(j.stale_after_secs),
         }
     }
 

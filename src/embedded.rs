@@ -1,9 +1,10 @@
 //! Wiring a broker, a blob store and stage runners, in embedded or scale-out mode.
 //!
-//! - Embedded (no `nats.url`): the in-process broker and an in-memory blob store; nothing
-//!   touches the disk.
-//! - Scale-out (`nats.url` set): NATS JetStream, and blobs in `<data_dir>/blobs`, a folder all
-//!   the processes on this host share.
+//! - Embedded (no `nats.url`): the in-process broker.
+//! - Scale-out (`nats.url` set): NATS JetStream.
+//!
+//! Blobs go where `[blobs]` says (by default `<data_dir>/blobs`, fsync on; S3 for several
+//! hosts), except for one-shot CLI runs, which keep them in memory.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,12 +48,29 @@ pub(crate) struct Transport {
     pub(crate) nats: Option<async_nats::Client>,
 }
 
+/// Where a process keeps its blobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Blobs {
+    /// In this process's memory: a one-shot CLI run, nothing outlives it.
+    Memory,
+    /// Where `[blobs]` says: shared by every process of a deployment.
+    Configured,
+}
+
 /// Connects what the configuration names.
-pub(crate) async fn transport(config: &Config) -> Result<Transport> {
+pub(crate) async fn transport(config: &Config, place: Blobs) -> Result<Transport> {
+    let blobs = match place {
+        Blobs::Memory => BlobStore::in_memory(),
+        Blobs::Configured => {
+            let blobs = config.blob_config();
+            BlobStore::open(&blobs)
+                .with_context(|| format!("cannot open the blob store {}", blobs.url))?
+        }
+    };
     let Some(url) = config.nats.url.as_deref().filter(|u| !u.is_empty()) else {
         return Ok(Transport {
             broker: Arc::new(InProcessBroker::new()),
-            blobs: BlobStore::in_memory(),
+            blobs,
             nats: None,
         });
     };
@@ -64,9 +82,6 @@ pub(crate) async fn transport(config: &Config) -> Result<Transport> {
     let broker = JetStreamBroker::connect(nats)
         .await
         .with_context(|| format!("cannot connect to NATS JetStream at {url}"))?;
-    let dir = config.server.data_dir.join("blobs");
-    let blobs = BlobStore::local(&dir)
-        .with_context(|| format!("cannot open blob folder {}", dir.display()))?;
     Ok(Transport {
         nats: Some(broker.nats()),
         broker: Arc::new(broker),
@@ -127,11 +142,13 @@ pub(crate) fn start(
 pub(crate) async fn start_all(
     config: &Config,
     stages: &str,
-) -> Result<(Pipeline, Option<async_nats::Client>)> {
-    let t = transport(config).await?;
+    place: Blobs,
+) -> Result<(Pipeline, Transport)> {
+    let t = transport(config, place).await?;
     let stages = select(stages)?;
     if stages.is_empty() && t.nats.is_none() {
         bail!("--stages none needs --nats: without a broker nothing would run the stages");
     }
-    Ok((start(t.broker, t.blobs, stages, &config.runner()), t.nats))
+    let pipeline = start(t.broker.clone(), t.blobs.clone(), stages, &config.runner());
+    Ok((pipeline, t))
 }

@@ -1,9 +1,15 @@
-//! `unmark serve`: the HTTP API with the whole pipeline in this process.
+//! `unmark serve`: the HTTP API with the whole pipeline in this process; `unmark worker`: one
+//! stage over NATS.
+
+use std::io::Write;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use std::io::Write;
+use unmark_broker::BlobStore;
+use unmark_jobs::{JobStore, Jobs, SweepConfig};
 
 use crate::config::Config;
+use crate::embedded::Blobs;
 
 /// Serves until Ctrl-C or SIGTERM, then finishes the requests in flight.
 pub(crate) async fn serve(config: Config, stages: &str) -> Result<()> {
@@ -13,12 +19,42 @@ pub(crate) async fn serve(config: Config, stages: &str) -> Result<()> {
             config.server.data_dir.display()
         )
     })?;
-    let (pipeline, nats) = crate::embedded::start_all(&config, stages).await?;
-    if let Some(nats) = nats {
-        let client = pipeline.client.clone();
-        let defaults = config.options();
+    let (pipeline, transport) =
+        crate::embedded::start_all(&config, stages, Blobs::Configured).await?;
+    let url = config.database_url();
+    let store = JobStore::open(&url, config.database.max_connections)
+        .await
+        .context("cannot open the job database")?;
+    tracing::info!(
+        backend = store.backend().await.unwrap_or_default(),
+        "job records open"
+    );
+    let jobs = Jobs::new(pipeline.client.clone(), store.clone());
+    let sweep = config.sweep();
+    {
+        let (broker, store, ttl) = (transport.broker.clone(), store.clone(), sweep.result_ttl);
         tokio::spawn(async move {
-            if let Err(e) = crate::submit::serve(nats, client, defaults).await {
+            if let Err(e) = unmark_jobs::record(broker, store, ttl).await {
+                tracing::error!(error = %e, "job records stopped following events");
+            }
+        });
+    }
+    match jobs.recover().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(jobs = n, "started unfinished jobs again"),
+        Err(e) => tracing::error!(error = %e, "cannot start unfinished jobs again"),
+    }
+    let interval = Duration::from_secs(config.jobs.sweep_interval_secs.max(1));
+    tokio::spawn(sweep_forever(
+        store,
+        transport.blobs.clone(),
+        sweep,
+        interval,
+    ));
+    if let Some(nats) = transport.nats.clone() {
+        let (jobs, defaults) = (jobs.clone(), config.options());
+        tokio::spawn(async move {
+            if let Err(e) = crate::submit::serve(nats, jobs, defaults).await {
                 tracing::error!(error = %e, "NATS submission service stopped");
             }
         });
@@ -27,7 +63,7 @@ pub(crate) async fn serve(config: Config, stages: &str) -> Result<()> {
     if gateway.api_key.is_none() {
         tracing::warn!("no API key is set: anyone who can reach this port can use it");
     }
-    let app = unmark_gateway::router(pipeline.client.clone(), gateway);
+    let app = unmark_gateway::router(jobs, gateway);
     let listener = tokio::net::TcpListener::bind(&config.server.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.bind))?;
@@ -42,6 +78,23 @@ pub(crate) async fn serve(config: Config, stages: &str) -> Result<()> {
         .context("server failed")?;
     drop(pipeline);
     Ok(())
+}
+
+/// Sweeps now, then every `interval`.
+async fn sweep_forever(store: JobStore, blobs: BlobStore, config: SweepConfig, interval: Duration) {
+    loop {
+        match unmark_jobs::sweep(&store, &blobs, &config, SystemTime::now()).await {
+            Ok(report) if report == Default::default() => {}
+            Ok(report) => tracing::info!(
+                results_expired = report.results_expired,
+                stale_failed = report.stale_failed,
+                blobs_deleted = report.blobs_deleted,
+                "swept"
+            ),
+            Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
+        tokio::time::sleep(interval).await;
+    }
 }
 
 async fn shutdown() {
@@ -76,7 +129,7 @@ pub(crate) async fn worker(config: Config, stage: &str) -> Result<()> {
             config.server.data_dir.display()
         )
     })?;
-    let t = crate::embedded::transport(&config).await?;
+    let t = crate::embedded::transport(&config, Blobs::Configured).await?;
     let pipeline = crate::embedded::start(t.broker, t.blobs, stages, &config.runner());
     tracing::info!(stage, "worker is consuming");
     println!("worker {stage} ready");

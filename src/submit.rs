@@ -7,14 +7,15 @@ use anyhow::Result;
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use unmark_broker::{JobClient, JobError, subjects};
+use unmark_broker::{JobClient, subjects};
+use unmark_jobs::{Jobs, SubmitError};
 use unmark_schemas::params::WatermarkOptions;
-use unmark_schemas::{FailureReason, InputRef, JobId, SubmitReply, SubmitRequest, pipeline};
+use unmark_schemas::{FailureReason, InputRef, SubmitReply, SubmitRequest, pipeline};
 
 /// Answers submissions until the connection closes.
 pub(crate) async fn serve(
     nats: async_nats::Client,
-    client: JobClient,
+    jobs: Jobs,
     defaults: WatermarkOptions,
 ) -> Result<()> {
     let mut requests = nats
@@ -22,7 +23,7 @@ pub(crate) async fn serve(
         .await?;
     tracing::info!(subject = %subjects::v1::submit(), "accepting jobs over NATS");
     while let Some(request) = requests.next().await {
-        let reply = submit(&client, &defaults, &request.payload).await;
+        let reply = submit(&jobs, &defaults, &request.payload).await;
         let Some(to) = request.reply else {
             continue;
         };
@@ -71,7 +72,8 @@ async fn input(client: &JobClient, name: &str, input: &InputRef) -> Result<Bytes
     }
 }
 
-async fn submit(client: &JobClient, defaults: &WatermarkOptions, payload: &[u8]) -> SubmitReply {
+async fn submit(jobs: &Jobs, defaults: &WatermarkOptions, payload: &[u8]) -> SubmitReply {
+    let client = jobs.client();
     let request: SubmitRequest = match serde_json::from_slice(payload) {
         Ok(r) => r,
         Err(e) => {
@@ -105,19 +107,21 @@ async fn submit(client: &JobClient, defaults: &WatermarkOptions, payload: &[u8])
             Err(reply) => return reply,
         }
     }
-    let Ok(id) = JobId::new(uuid::Uuid::new_v4().to_string()) else {
-        return rejected(FailureReason::Internal, "cannot make a job id");
-    };
     let steps = pipeline::remove_watermark(&options);
-    match client
-        .submit(id.clone(), pipeline::REMOVE_WATERMARK, steps, inputs)
+    match jobs
+        .submit(
+            pipeline::REMOVE_WATERMARK,
+            steps,
+            inputs,
+            request.callback_url.as_deref(),
+        )
         .await
     {
-        Ok(_) => SubmitReply::Accepted {
-            events_subject: subjects::v1::events(id.as_str()),
-            id,
+        Ok(handle) => SubmitReply::Accepted {
+            events_subject: subjects::v1::events(handle.id().as_str()),
+            id: handle.id().clone(),
         },
-        Err(JobError::Invalid(e)) => rejected(FailureReason::InvalidParameter, e.message),
+        Err(SubmitError::Invalid(e)) => rejected(FailureReason::InvalidParameter, e.message),
         Err(e) => {
             tracing::error!(error = %e, "submission failed");
             rejected(

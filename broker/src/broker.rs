@@ -150,9 +150,14 @@ pub trait Broker: Send + Sync + 'static {
     /// one already published is dropped.
     async fn publish_event(&self, event: &JobEvent, msg_id: &str) -> Result<(), BrokerError>;
 
-    /// Subscribes to the events whose subject matches `filter` (NATS wildcards): every event
-    /// from now on; a broker that keeps history (JetStream) also replays the earlier ones.
+    /// Subscribes to the events whose subject matches `filter` (NATS wildcards): the
+    /// earlier events the broker still keeps, then every new one.
     async fn subscribe_events(&self, filter: &str) -> Result<EventStream, BrokerError>;
+
+    /// Consumes every job event through the durable consumer `durable`, each delivery a
+    /// JSON [`JobEvent`] to be acked once handled. Unacked events come back after a crash,
+    /// and processes that share `durable` share the events (the gateway's job records).
+    async fn consume_events(&self, durable: &str) -> Result<Box<dyn Consumer>, BrokerError>;
 
     /// The last event of a job that the broker still keeps, if any: a terminal one means the
     /// job has ended.

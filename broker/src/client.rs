@@ -76,9 +76,11 @@ impl JobClient {
         &self.blobs
     }
 
-    /// Uploads the inputs, publishes `accepted` and the first step.
+    /// Uploads the inputs, publishes `accepted` and the first step: [`prepare`] then
+    /// [`start`].
     ///
-    /// The event subscription is opened before anything is published, so no event is missed.
+    /// [`prepare`]: Self::prepare
+    /// [`start`]: Self::start
     pub async fn submit(
         &self,
         id: JobId,
@@ -86,6 +88,19 @@ impl JobClient {
         steps: Vec<Step>,
         inputs: Vec<(&str, Bytes)>,
     ) -> Result<JobHandle, JobError> {
+        let spec = self.prepare(id, pipeline, steps, inputs).await?;
+        self.start(spec).await
+    }
+
+    /// Validates a job and uploads its inputs; nothing runs yet. The spec can be recorded
+    /// before [`start`](Self::start), and started again after a crash.
+    pub async fn prepare(
+        &self,
+        id: JobId,
+        pipeline: &str,
+        steps: Vec<Step>,
+        inputs: Vec<(&str, Bytes)>,
+    ) -> Result<JobSpec, JobError> {
         let mut spec = JobSpec {
             id: id.clone(),
             pipeline: pipeline.to_owned(),
@@ -93,10 +108,6 @@ impl JobClient {
             inputs: Default::default(),
         };
         spec.validate()?;
-        let events = self
-            .broker
-            .subscribe_events(&subjects::v1::events(id.as_str()))
-            .await?;
         for (name, bytes) in inputs {
             let blob = self
                 .blobs
@@ -104,17 +115,34 @@ impl JobClient {
                 .await?;
             spec.inputs.insert(name.to_owned(), blob);
         }
-        let first_stage = spec.steps[0].stage.clone();
-        let message = StageMessage::first(spec);
-        let payload =
-            serde_json::to_vec(&message).map_err(|e| BrokerError::Codec(e.to_string()))?;
+        Ok(spec)
+    }
+
+    /// Publishes `accepted` and the first step of a prepared job. Starting a job again is
+    /// safe: steps write deterministic keys and events are deduplicated downstream.
+    ///
+    /// The event subscription is opened before anything is published, so no event is missed.
+    pub async fn start(&self, spec: JobSpec) -> Result<JobHandle, JobError> {
+        let id = spec.id.clone();
+        let events = self
+            .broker
+            .subscribe_events(&subjects::v1::events(id.as_str()))
+            .await?;
         let accepted = JobEvent {
             job_id: id.clone(),
             at_ms: now_ms(),
             kind: EventKind::Accepted {
-                pipeline: pipeline.to_owned(),
+                pipeline: spec.pipeline.clone(),
             },
         };
+        let first_stage = spec
+            .steps
+            .first()
+            .map(|s| s.stage.clone())
+            .ok_or_else(|| ParamError::new("steps", "a job needs at least one step"))?;
+        let message = StageMessage::first(spec);
+        let payload =
+            serde_json::to_vec(&message).map_err(|e| BrokerError::Codec(e.to_string()))?;
         self.broker
             .publish_event(&accepted, &format!("{id}:accepted"))
             .await?;
@@ -127,6 +155,21 @@ impl JobClient {
             )
             .await?;
         Ok(JobHandle { id, events })
+    }
+
+    /// Follows the events of a job submitted earlier (by anyone): its history where the
+    /// broker keeps it, then what comes.
+    pub async fn follow(&self, id: JobId) -> Result<JobHandle, JobError> {
+        let events = self
+            .broker
+            .subscribe_events(&subjects::v1::events(id.as_str()))
+            .await?;
+        Ok(JobHandle { id, events })
+    }
+
+    /// The last event of a job that the broker still keeps, if any.
+    pub async fn last_event(&self, id: &JobId) -> Result<Option<JobEvent>, JobError> {
+        Ok(self.broker.last_event(id.as_str()).await?)
     }
 
     /// Reads a result blob.
@@ -147,6 +190,11 @@ impl JobHandle {
     /// The job's id.
     pub fn id(&self) -> &JobId {
         &self.id
+    }
+
+    /// The next event, or `None` once the broker closes.
+    pub async fn next_event(&mut self) -> Option<JobEvent> {
+        self.events.next().await
     }
 
     /// Waits for the job's terminal event.

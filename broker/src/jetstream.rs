@@ -7,6 +7,8 @@
 //! - Events: one stream (`UNMARK_EVENTS`, limits retention, `max_age`) over
 //!   `unmark.events.>`; subscribers read it through ordered consumers from the start, so a
 //!   late subscriber still sees a job's whole history.
+//! - Job records: the gateway reads every event once through a durable consumer on the
+//!   events stream (`consume_events`), so its database catches up after a restart.
 //! - Dead letters: `UNMARK_DLQ` (limits retention) over `unmark.dlq.>`, where a runner puts a
 //!   message it gave up on after retryable failures, with the last error in its headers.
 //! - Deduplication: every publish carries `Nats-Msg-Id` (`<job_id>:<step>` for hops), inside
@@ -219,6 +221,24 @@ impl Broker for JetStreamBroker {
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(transport(e)),
         }
+    }
+
+    async fn consume_events(&self, durable: &str) -> Result<Box<dyn Consumer>, BrokerError> {
+        let stream = self.js.get_stream(EVENTS_STREAM).await.map_err(transport)?;
+        let consumer: consumer::PullConsumer = stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(durable.to_owned()),
+                filter_subject: subjects::v1::all_events(),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.config.ack_wait,
+                max_deliver: -1,
+                ..Default::default()
+            })
+            .await
+            .map_err(transport)?;
+        let messages = consumer.messages().await.map_err(transport)?;
+        Ok(Box::new(JetStreamConsumer { messages }))
     }
 
     async fn subscribe_events(&self, filter: &str) -> Result<EventStream, BrokerError> {

@@ -29,7 +29,7 @@ mod memory;
 pub mod subjects;
 pub mod trace;
 
-pub use blob::{BlobError, BlobStore, keys};
+pub use blob::{BlobConfig, BlobError, BlobStore, JobBlobs, keys};
 pub use broker::{Acker, Broker, BrokerError, Consumer, Delivery, EventStream, OutMessage};
 pub use client::{JobClient, JobError, JobHandle, JobOutcome};
 pub use jetstream::{DLQ_STREAM, EVENTS_STREAM, JetStreamBroker, JetStreamConfig, WORK_STREAM};

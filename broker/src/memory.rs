@@ -26,14 +26,22 @@ pub struct InProcessBroker {
 #[derive(Default)]
 struct Inner {
     queues: Mutex<HashMap<String, Arc<Queue>>>,
-    subscribers: Mutex<Vec<(String, mpsc::UnboundedSender<JobEvent>)>>,
+    events: Mutex<Events>,
     seen: Mutex<Dedupe>,
-    last: Mutex<HashMap<String, (Instant, JobEvent)>>,
 }
 
-/// How long the last event of a job is kept, and how many jobs before old ones are pruned.
-const LAST_EVENT_TTL: Duration = Duration::from_secs(3600);
-const LAST_EVENT_PRUNE_AT: usize = 10_000;
+/// Subscribers and each job's history, under one lock so that a new subscriber sees every
+/// event exactly once: replayed, or sent live.
+#[derive(Default)]
+struct Events {
+    subscribers: Vec<(String, mpsc::UnboundedSender<JobEvent>)>,
+    history: HashMap<String, (Instant, Vec<JobEvent>)>,
+}
+
+/// How long a job's events are kept after its last one, and how many jobs before old ones
+/// are pruned.
+const HISTORY_TTL: Duration = Duration::from_secs(3600);
+const HISTORY_PRUNE_AT: usize = 10_000;
 
 struct Queue {
     tx: mpsc::UnboundedSender<Pending>,
@@ -133,31 +141,95 @@ impl Broker for InProcessBroker {
         if !self.first_time(&Some(format!("event:{msg_id}"))) {
             return Ok(());
         }
-        {
-            let mut last = lock(&self.inner.last);
-            if last.len() >= LAST_EVENT_PRUNE_AT {
-                last.retain(|_, (at, _)| at.elapsed() < LAST_EVENT_TTL);
-            }
-            last.insert(event.job_id.to_string(), (Instant::now(), event.clone()));
+        let mut events = lock(&self.inner.events);
+        if events.history.len() >= HISTORY_PRUNE_AT {
+            events
+                .history
+                .retain(|_, (at, _)| at.elapsed() < HISTORY_TTL);
         }
+        let (at, list) = events
+            .history
+            .entry(event.job_id.to_string())
+            .or_insert_with(|| (Instant::now(), Vec::new()));
+        *at = Instant::now();
+        list.push(event.clone());
         let subject = subjects::v1::events(event.job_id.as_str());
-        let mut subscribers = lock(&self.inner.subscribers);
-        subscribers.retain(|(filter, tx)| {
+        events.subscribers.retain(|(filter, tx)| {
             !subjects::v1::matches(filter, &subject) || tx.send(event.clone()).is_ok()
         });
         Ok(())
     }
 
     async fn last_event(&self, job_id: &str) -> Result<Option<JobEvent>, BrokerError> {
-        Ok(lock(&self.inner.last).get(job_id).map(|(_, e)| e.clone()))
+        let events = lock(&self.inner.events);
+        Ok(events
+            .history
+            .get(job_id)
+            .and_then(|(_, list)| list.last().cloned()))
     }
 
     async fn subscribe_events(&self, filter: &str) -> Result<EventStream, BrokerError> {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        lock(&self.inner.subscribers).push((filter.to_owned(), tx));
+        let mut events = lock(&self.inner.events);
+        let mut earlier: Vec<&JobEvent> = events
+            .history
+            .iter()
+            .filter(|(id, _)| subjects::v1::matches(filter, &subjects::v1::events(id)))
+            .flat_map(|(_, (_, list))| list)
+            .collect();
+        earlier.sort_by_key(|e| e.at_ms);
+        for event in earlier {
+            // The receiver is still in hand: this cannot fail.
+            let _ = tx.send(event.clone());
+        }
+        events.subscribers.push((filter.to_owned(), tx));
         Ok(Box::pin(futures::stream::poll_fn(move |cx| {
             rx.poll_recv(cx)
         })))
+    }
+
+    async fn consume_events(&self, _durable: &str) -> Result<Box<dyn Consumer>, BrokerError> {
+        let events = self.subscribe_events(&subjects::v1::all_events()).await?;
+        Ok(Box::new(EventConsumer { events }))
+    }
+}
+
+/// Events as acknowledgeable deliveries. Nothing outlives the process here, so an ack has
+/// nothing to confirm.
+struct EventConsumer {
+    events: EventStream,
+}
+
+#[async_trait]
+impl Consumer for EventConsumer {
+    async fn next(&mut self) -> Result<Delivery, BrokerError> {
+        use futures::StreamExt;
+        let event = self.events.next().await.ok_or(BrokerError::Closed)?;
+        let payload = serde_json::to_vec(&event).map_err(|e| BrokerError::Codec(e.to_string()))?;
+        Ok(Delivery::new(
+            payload.into(),
+            BTreeMap::new(),
+            1,
+            Box::new(NoAck),
+        ))
+    }
+}
+
+struct NoAck;
+
+#[async_trait]
+impl Acker for NoAck {
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        Ok(())
+    }
+    async fn nak(self: Box<Self>, _delay: Duration) -> Result<(), BrokerError> {
+        Ok(())
+    }
+    async fn term(self: Box<Self>) -> Result<(), BrokerError> {
+        Ok(())
+    }
+    async fn in_progress(&self) -> Result<(), BrokerError> {
+        Ok(())
     }
 }
 
@@ -304,6 +376,56 @@ mod tests {
             assert_eq!(all.next().await.expect("e").job_id.as_str(), "j1");
             let pending = futures::FutureExt::now_or_never(mine.next());
             assert!(pending.is_none(), "the duplicate must not arrive");
+        });
+    }
+
+    #[test]
+    fn a_late_subscriber_gets_the_history_once_then_live_events() {
+        rt().block_on(async {
+            let b = InProcessBroker::new();
+            let event = |at_ms: u64, kind: EventKind| JobEvent {
+                job_id: JobId::new("j").expect("id"),
+                at_ms,
+                kind,
+            };
+            let accepted = event(
+                1,
+                EventKind::Accepted {
+                    pipeline: "p".into(),
+                },
+            );
+            let done = event(
+                2,
+                EventKind::StageDone {
+                    step: 0,
+                    stage: "decode".into(),
+                    ms: 1.0,
+                },
+            );
+            b.publish_event(&accepted, "j:accepted").await.expect("pub");
+            b.publish_event(&done, "j:0").await.expect("pub");
+            let mut late = b.subscribe_events("unmark.events.j").await.expect("sub");
+            let mut records = b.consume_events("records").await.expect("consume");
+            assert_eq!(late.next().await.expect("e"), accepted);
+            assert_eq!(late.next().await.expect("e"), done);
+            let failed = event(
+                3,
+                EventKind::Failed {
+                    reason: unmark_schemas::FailureReason::Internal,
+                    message: "x".into(),
+                    stage: None,
+                },
+            );
+            b.publish_event(&failed, "j:failed").await.expect("pub");
+            assert_eq!(late.next().await.expect("e"), failed);
+            assert!(futures::FutureExt::now_or_never(late.next()).is_none());
+            for want in [&accepted, &done, &failed] {
+                let delivery = records.next().await.expect("delivery");
+                let got: JobEvent = serde_json::from_slice(&delivery.payload).expect("json");
+                assert_eq!(&got, want);
+                delivery.ack().await.expect("ack");
+            }
+            assert_eq!(b.last_event("j").await.expect("last"), Some(failed));
         });
     }
 }

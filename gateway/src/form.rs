@@ -9,14 +9,15 @@ use unmark_schemas::{ParamError, SubmitParams};
 
 use crate::ApiError;
 
-const FIELDS: &str =
-    "image, mask, engine, radius, mask_dilate, format, quality, work_max_side, keep_metadata";
+const FIELDS: &str = "image, mask, engine, radius, mask_dilate, format, quality, work_max_side, \
+                      keep_metadata, callback_url";
 
 /// A parsed and validated request.
 pub(crate) struct WatermarkForm {
     pub(crate) image: Bytes,
     pub(crate) mask: Option<Bytes>,
     pub(crate) options: WatermarkOptions,
+    pub(crate) callback_url: Option<String>,
 }
 
 fn multipart_error(e: MultipartError, limit: usize) -> ApiError {
@@ -78,7 +79,7 @@ pub(crate) async fn parse(
 ) -> Result<WatermarkForm, ApiError> {
     let mut params = SubmitParams::default();
     let file_limit = defaults.decode.max_input_bytes;
-    let (mut image, mut mask) = (None, None);
+    let (mut image, mut mask, mut callback_url) = (None, None, None);
     let mut seen = Vec::new();
     while let Some(field) = multipart
         .next_field()
@@ -110,6 +111,7 @@ pub(crate) async fn parse(
                     "quality" => params.quality = Some(number(&name, &text)?),
                     "work_max_side" => params.work_max_side = Some(number(&name, &text)?),
                     "keep_metadata" => params.keep_metadata = Some(boolean(&name, &text)?),
+                    "callback_url" => callback_url = Some(text.trim().to_owned()),
                     other => {
                         return Err(ApiError::bad_request(format!(
                             "unknown part {other:?}; expected one of {FIELDS}"
@@ -128,5 +130,6 @@ pub(crate) async fn parse(
         image,
         mask: mask.filter(|m| !m.is_empty()),
         options,
+        callback_url,
     })
 }

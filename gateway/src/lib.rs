@@ -1,32 +1,37 @@
 //! unmark's HTTP API (axum). The only crate that speaks HTTP; it never touches pixels.
 //!
-//! [`router`] builds the API over a [`JobClient`]: requests become jobs on the broker, and the
-//! gateway waits for their events. Errors are RFC 9457 `application/problem+json` through
-//! one [`ApiError`].
+//! [`router`] builds the API over [`Jobs`]: requests become recorded jobs on the broker. The
+//! synchronous endpoint waits for a job's events; the jobs endpoints answer at once and read
+//! the job records. Errors are RFC 9457 `application/problem+json` through one [`ApiError`].
 //!
 //! ```no_run
-//! # async fn run() -> std::io::Result<()> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use unmark_broker::{BlobStore, InProcessBroker, JobClient};
 //! use unmark_gateway::{GatewayConfig, router};
+//! use unmark_jobs::{JobStore, Jobs};
 //!
 //! let client = JobClient::new(Arc::new(InProcessBroker::new()), BlobStore::in_memory());
-//! let app = router(client, GatewayConfig::default());
+//! let store = JobStore::open("sqlite://unmark-data/unmark.db", 4).await?;
+//! let app = router(Jobs::new(client, store), GatewayConfig::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app).await
+//! axum::serve(listener, app).await?;
+//! # Ok(())
 //! # }
 //! ```
 
 mod auth;
 mod error;
 mod form;
+mod jobs;
 mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use unmark_broker::JobClient;
+use axum::http::HeaderMap;
+use unmark_jobs::Jobs;
 use unmark_schemas::params::WatermarkOptions;
 
 pub use error::ApiError;
@@ -40,7 +45,7 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Defaults for every request's options, including the decode limits.
     pub defaults: WatermarkOptions,
-    /// How long a synchronous request waits for its job.
+    /// How long a synchronous request waits for its job before answering 202 with its id.
     pub sync_timeout: Duration,
 }
 
@@ -59,14 +64,21 @@ impl Default for GatewayConfig {
 
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub(crate) client: JobClient,
+    pub(crate) jobs: Jobs,
     pub(crate) config: Arc<GatewayConfig>,
 }
 
 /// The whole API as an axum router.
-pub fn router(client: JobClient, config: GatewayConfig) -> Router {
+pub fn router(jobs: Jobs, config: GatewayConfig) -> Router {
     routes::build(AppState {
-        client,
+        jobs,
         config: Arc::new(config),
     })
+}
+
+pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }

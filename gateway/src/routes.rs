@@ -10,20 +10,25 @@ use axum::{Json, Router};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use unmark_broker::{JobError, JobOutcome};
-use unmark_schemas::{JobId, pipeline};
+use unmark_schemas::pipeline;
 
-use crate::{ApiError, AppState, auth, form};
+use crate::{ApiError, AppState, auth, form, jobs, request_id};
 
 pub(crate) fn build(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     let protected = Router::new()
         .route("/api/v1/remove-watermark", post(remove_watermark))
+        .route("/api/v1/jobs", post(jobs::submit))
+        .route("/api/v1/jobs/{id}", get(jobs::status))
+        .route("/api/v1/jobs/{id}/result", get(jobs::result))
+        .route("/api/v1/jobs/{id}/events", get(jobs::events))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ));
     Router::new()
         .route("/api/v1/health", get(health))
+        .route("/api/v1/ready", get(jobs::ready))
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -49,13 +54,6 @@ pub(crate) fn build(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
-}
-
-fn request_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }
 
 /// Refuses a declared body over the limit before reading any of it.
@@ -121,23 +119,24 @@ async fn remove_watermark(
     let request = form::parse(multipart, &config.defaults, config.max_body_bytes)
         .await
         .map_err(|e| e.with_request_id(rid.clone()))?;
-    let id = JobId::new(uuid::Uuid::new_v4().to_string())
-        .map_err(|e| ApiError::internal(e, rid.clone()))?;
     let mut inputs = vec![("input", request.image)];
     if let Some(mask) = request.mask {
         inputs.push(("mask_input", mask));
     }
-    let client = &state.client;
     let steps = pipeline::remove_watermark(&request.options);
-    let mut job = client
-        .submit(id.clone(), pipeline::REMOVE_WATERMARK, steps, inputs)
+    let mut job = state
+        .jobs
+        .submit(
+            pipeline::REMOVE_WATERMARK,
+            steps,
+            inputs,
+            request.callback_url.as_deref(),
+        )
         .await
-        .map_err(|e| match e {
-            JobError::Invalid(p) => ApiError::bad_request(p.message),
-            other => ApiError::internal(other, rid.clone()),
-        })?;
-    let outcome = job.wait(config.sync_timeout).await;
-    let response = match outcome {
+        .map_err(|e| jobs::submit_error(e, rid.clone()))?;
+    let id = job.id().clone();
+    let client = state.jobs.client();
+    let response = match job.wait(config.sync_timeout).await {
         Ok(JobOutcome::Succeeded {
             result,
             content_type,
@@ -162,16 +161,21 @@ async fn remove_watermark(
         Ok(JobOutcome::Failed {
             reason, message, ..
         }) => Err(ApiError::from_failure(reason, message, rid.clone())),
-        Err(JobError::TimedOut(_, limit)) => Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
-            format!("the job did not finish within {} s", limit.as_secs()),
-        )
-        .with_request_id(rid.clone())),
+        // Still running: the job goes on, and the client follows it like an async one.
+        Err(JobError::TimedOut(..)) => return Ok(jobs::accepted(id.as_str())),
         Err(other) => Err(ApiError::internal(other, rid.clone())),
     };
+    // The client has its answer: nothing of the job is kept.
     if let Err(e) = client.discard(&id).await {
         tracing::warn!(job_id = %id, error = %e, "cannot discard the job's blobs");
+    }
+    if let Err(e) = state
+        .jobs
+        .store()
+        .mark_result_deleted(id.as_str(), unmark_broker::now_ms() as i64)
+        .await
+    {
+        tracing::warn!(job_id = %id, error = %e, "cannot record the discarded result");
     }
     response
 }

@@ -85,6 +85,10 @@ pub struct SubmitRequest {
     /// The mask (white = remove), where one is sent.
     #[serde(default)]
     pub mask: Option<InputRef>,
+    /// An `http(s)` URL to POST the outcome to when the job ends (webhooks); kept with the
+    /// job record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
 }
 
 /// The reply to a submission.
