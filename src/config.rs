@@ -92,6 +92,10 @@ pub(crate) struct Blobs {
     pub(crate) s3_region: String,
     /// Allow a plain http:// S3 endpoint.
     pub(crate) s3_allow_http: bool,
+    /// S3 access key id; empty = `AWS_ACCESS_KEY_ID`.
+    pub(crate) s3_access_key_id: String,
+    /// S3 secret access key; empty = `AWS_SECRET_ACCESS_KEY`.
+    pub(crate) s3_secret_access_key: String,
 }
 
 impl Default for Blobs {
@@ -102,6 +106,8 @@ impl Default for Blobs {
             s3_endpoint: String::new(),
             s3_region: "us-east-1".into(),
             s3_allow_http: false,
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
         }
     }
 }
@@ -326,6 +332,8 @@ impl Config {
             s3_endpoint: b.s3_endpoint.clone(),
             s3_region: b.s3_region.clone(),
             s3_allow_http: b.s3_allow_http,
+            s3_access_key_id: b.s3_access_key_id.clone(),
+            s3_secret_access_key: b.s3_secret_access_key.clone(),
         }
     }
 

@@ -71,9 +71,14 @@ impl Server {
     /// Starts a server with the test key and extra `UNMARK_*` settings.
     pub(crate) fn start(env: &[(&str, &str)]) -> Self {
         let data = tempfile::tempdir().expect("tempdir").keep();
+        Self::start_in(&data, env)
+    }
+
+    /// Starts a server on the data folder `data`.
+    pub(crate) fn start_in(data: &Path, env: &[(&str, &str)]) -> Self {
         let mut cmd = unmark();
         cmd.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
+            .arg(data)
             .env("UNMARK_API_KEY", KEY)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -104,6 +109,84 @@ impl Server {
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Kills the server with SIGKILL: no shutdown of any kind.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A child process, killed on drop.
+pub(crate) struct Proc(pub(crate) Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `unmark args...` with the test key and `env`, and waits for its first stdout line,
+/// which must start with `ready`; returns the process and that line.
+pub(crate) fn spawn_unmark(args: &[&str], env: &[(&str, &str)], ready: &str) -> (Proc, String) {
+    let mut cmd = unmark();
+    cmd.args(args)
+        .env("UNMARK_API_KEY", KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn unmark");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    assert!(line.starts_with(ready), "unexpected first line {line:?}");
+    (Proc(child), line.trim().to_owned())
+}
+
+/// A command that pip installed: `$override_var`, else `name` on the PATH, else Python's
+/// scripts folder (pyenv exposes new scripts on the PATH only after a rehash).
+pub(crate) fn python_tool(name: &str, override_var: &str) -> String {
+    if let Ok(bin) = std::env::var(override_var) {
+        return bin;
+    }
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()));
+    if on_path {
+        return name.to_owned();
+    }
+    let scripts = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!("{scripts}/{name}")
+}
+
+/// A free TCP port on the loopback interface.
+pub(crate) fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// Waits until something listens on `port`, or panics naming `what`.
+pub(crate) fn wait_for_port(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not start on port {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

@@ -2,9 +2,7 @@
 //! server, sharing blobs through a folder; workers killed with SIGKILL mid-run lose no job.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,36 +17,18 @@ use unmark_schemas::{EventKind, JobId, pipeline};
 use crate::common::*;
 use crate::nats::NatsServer;
 
-/// A child process, killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `unmark args...` and waits for its first stdout line, which must start with `ready`.
+/// Starts `unmark args...` on the data folder and NATS server, and waits for its first
+/// stdout line, which must start with `ready`.
 fn spawn(args: &[&str], data: &Path, nats: &str, ready: &str) -> (Proc, String) {
-    let mut child = unmark()
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .env("UNMARK_NATS_URL", nats)
-        .env("UNMARK_API_KEY", KEY)
-        // Short ack wait, so that work held by a killed worker comes back within seconds.
-        .env("UNMARK_NATS__ACK_WAIT_SECS", "2")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn unmark");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read");
-    assert!(line.starts_with(ready), "unexpected first line {line:?}");
-    (Proc(child), line.trim().to_owned())
+    let data = data.display().to_string();
+    let mut all = args.to_vec();
+    all.extend(["--data-dir", &data]);
+    // Short ack wait, so that work held by a killed worker comes back within seconds.
+    let env = [
+        ("UNMARK_NATS_URL", nats),
+        ("UNMARK_NATS__ACK_WAIT_SECS", "2"),
+    ];
+    spawn_unmark(&all, &env, ready)
 }
 
 fn worker(stage: &str, data: &Path, nats: &str) -> Proc {

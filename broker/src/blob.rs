@@ -68,6 +68,10 @@ pub struct BlobConfig {
     pub s3_region: String,
     /// S3: allow plain `http://` endpoints.
     pub s3_allow_http: bool,
+    /// S3: access key id; empty = `AWS_ACCESS_KEY_ID` (or the instance's role).
+    pub s3_access_key_id: String,
+    /// S3: secret access key; empty = `AWS_SECRET_ACCESS_KEY`.
+    pub s3_secret_access_key: String,
 }
 
 impl BlobConfig {
@@ -79,6 +83,8 @@ impl BlobConfig {
             s3_endpoint: String::new(),
             s3_region: "us-east-1".into(),
             s3_allow_http: false,
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
         }
     }
 }
@@ -131,8 +137,8 @@ impl BlobStore {
 
     /// The store `config` names: a local folder (created if missing) or an S3 bucket.
     ///
-    /// S3 credentials come from the usual `AWS_*` variables (`AWS_ACCESS_KEY_ID`,
-    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, ...).
+    /// S3 credentials come from the config when set, else from the usual `AWS_*` variables
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, ...).
     pub fn open(config: &BlobConfig) -> Result<Self, BlobError> {
         if let Some(rest) = config.url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -146,6 +152,11 @@ impl BlobStore {
                 .with_bucket_name(bucket)
                 .with_region(&config.s3_region)
                 .with_allow_http(config.s3_allow_http);
+            if !config.s3_access_key_id.is_empty() {
+                builder = builder
+                    .with_access_key_id(&config.s3_access_key_id)
+                    .with_secret_access_key(&config.s3_secret_access_key);
+            }
             if !config.s3_endpoint.is_empty() {
                 // S3-compatible servers are addressed by path: http://host/bucket/key.
                 builder = builder
