@@ -63,7 +63,7 @@ pub(crate) fn unmark() -> Command {
 
 /// A running `unmark serve` on a free loopback port, killed on drop.
 pub(crate) struct Server {
-    child: Option<Child>,
+    child: Option<Proc>,
     pub(crate) base: String,
 }
 
@@ -97,7 +97,15 @@ impl Server {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
         Self {
-            child: Some(child),
+            child: Some(Proc(child)),
+            base,
+        }
+    }
+
+    /// A server whose process the caller started.
+    pub(crate) fn own(proc: Proc, base: String) -> Self {
+        Self {
+            child: Some(proc),
             base,
         }
     }
@@ -113,10 +121,7 @@ impl Server {
 
     /// Kills the server with SIGKILL: no shutdown of any kind.
     pub(crate) fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child = None;
     }
 }
 
@@ -187,15 +192,6 @@ pub(crate) fn wait_for_port(port: u16, what: &str) {
             "{what} did not start on port {port}"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

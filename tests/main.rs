@@ -1,6 +1,7 @@
 //! unmark's integration tests: one binary, one module per area.
 
 mod api_errors;
+mod api_jobs;
 mod api_watermark;
 mod cli_batch;
 mod common;

@@ -114,7 +114,8 @@ fn check_callback_url(url: &str) -> Result<(), ParamError> {
         _ => Err(ParamError::new(
             "callback_url",
             format!(
-                "expected an absolute http:// or https:// URL of at most 2048 characters, got {url:?}"
+                "callback_url must be an absolute http:// or https:// URL of at most 2048 \
+                 characters, got {url:?}"
             ),
         )),
     }
