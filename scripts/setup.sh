@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Installs what building and testing unmark needs on a fresh Debian machine.
 #   scripts/setup.sh          the linker (lld), nats-server, and a check for the Rust toolchain
+#   scripts/setup.sh --test   also what the tests start: PostgreSQL (Debian), moto's S3 server
+#                             and nats-py (PyPI)
 #   scripts/setup.sh --bench  also OpenCV for Python, the reference of the quality bench
 set -euo pipefail
 
+mode="${1:-}"
 need_apt=()
 command -v ld.lld >/dev/null 2>&1 || need_apt+=(lld)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+if [ "$mode" = "--test" ]; then
+    # The PostgreSQL server the tests start (they run it as the postgres user via setpriv).
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+    command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]} (Debian packages)"
     sudo_cmd=""
@@ -30,13 +38,21 @@ if ! command -v nats-server >/dev/null 2>&1 || ! nats-server --version | grep -q
     command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 fi
 
-# The NATS client the Python client test uses.
-python3 -c "import nats" 2>/dev/null || {
-    echo "setup: installing nats-py (PyPI)"
-    python3 -m pip install -q nats-py
-}
+if [ "$mode" = "--test" ]; then
+    # The NATS client the Python client test uses.
+    python3 -c "import nats" 2>/dev/null || {
+        echo "setup: installing nats-py (PyPI)"
+        python3 -m pip install -q nats-py
+    }
+    # An S3-compatible server for the blob-store tests.
+    python3 -c "import moto.server, flask" 2>/dev/null || {
+        echo "setup: installing moto[server] (PyPI)"
+        python3 -m pip install -q "moto[server]"
+    }
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+fi
 
-if [ "${1:-}" = "--bench" ]; then
+if [ "$mode" = "--bench" ]; then
     python3 -c "import cv2, numpy" 2>/dev/null || {
         echo "setup: installing opencv-python-headless and numpy (PyPI) for the bench reference"
         python3 -m pip install -q opencv-python-headless numpy

@@ -3,7 +3,7 @@
 # in ../shared/eval), doc tests, then clippy with warnings as errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --test
 started=$(date +%s)
 cargo test --workspace --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings

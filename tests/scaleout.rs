@@ -283,3 +283,104 @@ fn a_python_client_submits_and_follows_a_job_over_nats() {
     let size = read_raster(&wm).size();
     assert_eq!(stdout.trim(), format!("ok {}x{}", size.0, size.1));
 }
+
+/// The production layout: a gateway on PostgreSQL, blobs in S3, one worker per stage over
+/// JetStream, and no local blob folder anywhere. The gateway is SIGKILLed right after
+/// accepting the jobs and started again: its records catch up from the durable events
+/// consumer, and every job succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_s3_and_workers_survive_a_gateway_crash() {
+    use crate::api_jobs::{check_result, events, get, inputs, submit, wait_until_done};
+    let nats = NatsServer::start();
+    let pg = crate::postgres::Postgres::start();
+    let s3 = crate::s3::S3Server::start().await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let data_arg = data.path().display().to_string();
+    let mut shared: Vec<(&str, String)> = s3.env("prod");
+    shared.push(("UNMARK_NATS_URL", nats.url.clone()));
+    shared.push(("UNMARK_NATS__ACK_WAIT_SECS", "2".into()));
+    let with = |extra: (&'static str, String)| {
+        let mut env = shared.clone();
+        env.push(extra);
+        env
+    };
+    // Workers get a database nobody listens on: they must never need one.
+    let worker_env = with((
+        "UNMARK_DATABASE_URL",
+        "postgres://nobody@127.0.0.1:1/x".into(),
+    ));
+    let gateway_env = with(("UNMARK_DATABASE_URL", pg.url.clone()));
+    let as_refs = |env: &[(&'static str, String)]| -> Vec<(&'static str, String)> { env.to_vec() };
+    let start = |args: &[&str], env: &[(&'static str, String)], ready: &str| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        spawn_unmark(args, &env, ready)
+    };
+    let _workers: Vec<Proc> = ["decode", "prescale", "detect", "inpaint", "encode"]
+        .iter()
+        .map(|stage| {
+            start(
+                &["worker", "--stage", stage, "--data-dir", &data_arg],
+                &as_refs(&worker_env),
+                &format!("worker {stage} ready"),
+            )
+            .0
+        })
+        .collect();
+    let gateway_args = [
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--stages",
+        "none",
+        "--data-dir",
+        &data_arg,
+    ];
+    let (proc, line) = start(&gateway_args, &gateway_env, "listening on ");
+    let mut gateway = Server::own(proc, line.trim_start_matches("listening on ").to_owned());
+
+    let (image, mask) = inputs();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let job = submit(&gateway, form(image.clone(), Some(mask.clone()), &[])).await;
+        ids.push(job["id"].as_str().expect("id").to_owned());
+    }
+    gateway.kill();
+    let (proc, line) = start(&gateway_args, &gateway_env, "listening on ");
+    let gateway = Server::own(proc, line.trim_start_matches("listening on ").to_owned());
+
+    for id in &ids {
+        let record = wait_until_done(&gateway, id).await;
+        assert_eq!(record["status"], "succeeded", "{record}");
+        assert_eq!(
+            record["stages"].as_array().expect("stages").len(),
+            5,
+            "{record}"
+        );
+        let response = get(&gateway, &format!("/api/v1/jobs/{id}/result")).await;
+        assert_eq!(response.status().as_u16(), 200);
+        check_result(&response.bytes().await.expect("body"));
+    }
+    let names: Vec<String> = events(&gateway, &ids[0])
+        .await
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names.first().map(String::as_str), Some("accepted"));
+    assert_eq!(names.last().map(String::as_str), Some("succeeded"));
+    assert_eq!(names.iter().filter(|n| *n == "stage_done").count(), 5);
+
+    // Each job left exactly its result, in S3; nothing went to a local folder.
+    let store = BlobStore::open(&s3.blob_config("prod")).expect("s3");
+    let left = store.jobs().await.expect("list");
+    assert_eq!(left.len(), ids.len(), "{left:?}");
+    for id in &ids {
+        assert_eq!(left[id].keys, vec![format!("jobs/{id}/4-encode-result")]);
+    }
+    assert!(!data.path().join("blobs").exists());
+    let ready: serde_json::Value = get(&gateway, "/api/v1/ready")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["status"], "ready", "{ready}");
+}
