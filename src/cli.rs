@@ -55,6 +55,9 @@ enum Command {
     },
     /// Removes the watermark from one image, or from every image in a folder.
     RemoveWatermark(RemoveArgs),
+    /// Checks the configuration (file and `UNMARK_*` environment) and says what it selects;
+    /// connects to nothing. Exits 2 on an error.
+    CheckConfig,
     /// Writes the JSON Schemas of the wire types.
     Schemas {
         /// Output folder.
@@ -174,6 +177,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::RemoveWatermark(args) => runtime()?.block_on(crate::batch::run(&config, &args)),
+        Command::CheckConfig => {
+            check(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schemas { out } => {
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
@@ -185,4 +192,26 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// What `check-config` prints: every address the configuration selects, secrets hidden.
+fn check(config: &Config) -> Result<()> {
+    let blobs = config.blob_config();
+    blobs.validate().context("invalid [blobs] url")?;
+    let database = config.database_url();
+    unmark_jobs::JobStore::check_url(&database).context("invalid [database] url")?;
+    let broker = match config.nats.url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => format!("NATS JetStream at {url}"),
+        None => "in-process (embedded)".to_owned(),
+    };
+    let database = match database.split_once('@') {
+        Some((_, host)) => format!("{}://…@{host}", database.split("://").next().unwrap_or("")),
+        None => database,
+    };
+    println!("configuration ok");
+    println!("  broker:   {broker}");
+    println!("  database: {database}");
+    println!("  blobs:    {}", blobs.url);
+    println!("  http:     {}", config.server.bind);
+    Ok(())
 }

@@ -5,6 +5,7 @@ mod api_jobs;
 mod api_watermark;
 mod cli_batch;
 mod common;
+mod deploy;
 mod jobs_store;
 mod nats;
 mod pipeline;

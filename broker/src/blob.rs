@@ -74,7 +74,43 @@ pub struct BlobConfig {
     pub s3_secret_access_key: String,
 }
 
+/// What a blob URL names.
+enum Location<'a> {
+    Local(PathBuf),
+    S3 { bucket: &'a str, prefix: &'a str },
+}
+
 impl BlobConfig {
+    /// Checks the URL without touching the store.
+    pub fn validate(&self) -> Result<(), BlobError> {
+        self.location().map(|_| ())
+    }
+
+    fn location(&self) -> Result<Location<'_>, BlobError> {
+        if let Some(rest) = self.url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(BlobError::Config(format!(
+                    "{:?} names no bucket; expected s3://bucket[/prefix]",
+                    self.url
+                )));
+            }
+            return Ok(Location::S3 { bucket, prefix });
+        }
+        if self.url.contains("://") && !self.url.starts_with("file://") {
+            return Err(BlobError::Config(format!(
+                "unsupported blob store {:?}; expected a folder, file:///path or s3://bucket",
+                self.url
+            )));
+        }
+        if self.url.is_empty() {
+            return Err(BlobError::Config("the blob store URL is empty".into()));
+        }
+        Ok(Location::Local(PathBuf::from(
+            self.url.trim_start_matches("file://"),
+        )))
+    }
+
     /// A local folder with fsync on.
     pub fn local(dir: &Path) -> Self {
         Self {
@@ -140,50 +176,39 @@ impl BlobStore {
     /// S3 credentials come from the config when set, else from the usual `AWS_*` variables
     /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, ...).
     pub fn open(config: &BlobConfig) -> Result<Self, BlobError> {
-        if let Some(rest) = config.url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(BlobError::Config(format!(
-                    "{:?} names no bucket; expected s3://bucket[/prefix]",
-                    config.url
-                )));
+        let (bucket, prefix) = match config.location()? {
+            Location::S3 { bucket, prefix } => (bucket, prefix),
+            Location::Local(dir) => {
+                let mut store = Self::local(&dir)?;
+                if config.fsync {
+                    store.fsync_root = Some(dir);
+                }
+                return Ok(store);
             }
-            let mut builder = AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .with_region(&config.s3_region)
-                .with_allow_http(config.s3_allow_http);
-            if !config.s3_access_key_id.is_empty() {
-                builder = builder
-                    .with_access_key_id(&config.s3_access_key_id)
-                    .with_secret_access_key(&config.s3_secret_access_key);
-            }
-            if !config.s3_endpoint.is_empty() {
-                // S3-compatible servers are addressed by path: http://host/bucket/key.
-                builder = builder
-                    .with_endpoint(&config.s3_endpoint)
-                    .with_virtual_hosted_style_request(false);
-            }
-            let s3: Arc<dyn ObjectStore> = Arc::new(builder.build()?);
-            let prefix = prefix.trim_matches('/');
-            let store = if prefix.is_empty() {
-                s3
-            } else {
-                Arc::new(PrefixStore::new(s3, prefix))
-            };
-            return Ok(Self::new(store));
+        };
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_region(&config.s3_region)
+            .with_allow_http(config.s3_allow_http);
+        if !config.s3_access_key_id.is_empty() {
+            builder = builder
+                .with_access_key_id(&config.s3_access_key_id)
+                .with_secret_access_key(&config.s3_secret_access_key);
         }
-        if config.url.contains("://") && !config.url.starts_with("file://") {
-            return Err(BlobError::Config(format!(
-                "unsupported blob store {:?}; expected a folder, file:///path or s3://bucket",
-                config.url
-            )));
+        if !config.s3_endpoint.is_empty() {
+            // S3-compatible servers are addressed by path: http://host/bucket/key.
+            builder = builder
+                .with_endpoint(&config.s3_endpoint)
+                .with_virtual_hosted_style_request(false);
         }
-        let dir = PathBuf::from(config.url.trim_start_matches("file://"));
-        let mut store = Self::local(&dir)?;
-        if config.fsync {
-            store.fsync_root = Some(dir);
-        }
-        Ok(store)
+        let s3: Arc<dyn ObjectStore> = Arc::new(builder.build()?);
+        let prefix = prefix.trim_matches('/');
+        let store = if prefix.is_empty() {
+            s3
+        } else {
+            Arc::new(PrefixStore::new(s3, prefix))
+        };
+        Ok(Self::new(store))
     }
 
     /// Stores `bytes` under `key`, replacing what was there.

@@ -151,6 +151,12 @@ impl JetStreamBroker {
     }
 }
 
+/// The durable consumer a stage's workers share on the work stream: `stage_<name>` (what an
+/// autoscaler such as KEDA watches for lag).
+pub fn stage_consumer(stage: &str) -> String {
+    durable_name(&subjects::v1::stage(stage))
+}
+
 /// The durable consumer name of a stage subject: `unmark.stage.plugin.x` -> `stage_plugin_x`.
 fn durable_name(subject: &str) -> String {
     subject

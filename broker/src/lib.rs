@@ -32,7 +32,9 @@ pub mod trace;
 pub use blob::{BlobConfig, BlobError, BlobStore, JobBlobs, keys};
 pub use broker::{Acker, Broker, BrokerError, Consumer, Delivery, EventStream, OutMessage};
 pub use client::{JobClient, JobError, JobHandle, JobOutcome};
-pub use jetstream::{DLQ_STREAM, EVENTS_STREAM, JetStreamBroker, JetStreamConfig, WORK_STREAM};
+pub use jetstream::{
+    DLQ_STREAM, EVENTS_STREAM, JetStreamBroker, JetStreamConfig, WORK_STREAM, stage_consumer,
+};
 pub use memory::InProcessBroker;
 
 /// Milliseconds since the Unix epoch, as events carry them.

@@ -36,6 +36,7 @@ impl JobStore {
     /// Connects to `url` (`sqlite://path` or `postgres://...`) and brings the schema up to
     /// date. A SQLite file and its folder are created when missing.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::check_url(url)?;
         install_default_drivers();
         let url = if let Some(path) = url.strip_prefix("sqlite://") {
             let file = path.split('?').next().unwrap_or(path);
@@ -51,12 +52,8 @@ impl JobStore {
             } else {
                 format!("{url}?mode=rwc")
             }
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            url.to_owned()
         } else {
-            return Err(StoreError::Open(format!(
-                "unsupported database URL {url:?}; expected sqlite://PATH or postgres://..."
-            )));
+            url.to_owned()
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
@@ -98,6 +95,19 @@ impl JobStore {
             .await
             .map_err(|e| StoreError::Open(format!("cannot migrate the job database: {e}")))?;
         Ok(Self { pool })
+    }
+
+    /// Checks that `url` names a database unmark supports, without connecting.
+    pub fn check_url(url: &str) -> Result<(), StoreError> {
+        let supported = ["sqlite://", "postgres://", "postgresql://"];
+        if supported.iter().any(|p| url.starts_with(p)) {
+            Ok(())
+        } else {
+            Err(StoreError::Open(format!(
+                "unsupported database URL {:?}; expected sqlite://PATH or postgres://...",
+                redact(url)
+            )))
+        }
     }
 
     /// Which database this is: `SQLite` or `PostgreSQL`.
