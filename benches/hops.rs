@@ -15,6 +15,9 @@
 #[path = "../tests/nats.rs"]
 #[allow(dead_code)]
 mod nats;
+#[path = "../tests/procs.rs"]
+#[allow(dead_code)]
+mod procs;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

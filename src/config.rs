@@ -403,6 +403,13 @@ mod tests {
         let config = Config::load(Some(&example), vars(&[])).expect("example parses");
         assert_eq!(config.options(), WatermarkOptions::default());
         assert_eq!(config.server.bind, Server::default().bind);
+        assert_eq!(config.blob_config(), Config::default().blob_config());
+        assert_eq!(config.database_url(), Config::default().database_url());
+        assert_eq!(config.sweep(), Config::default().sweep());
+        assert_eq!(
+            config.database.max_connections,
+            Database::default().max_connections
+        );
     }
 
     #[test]

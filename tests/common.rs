@@ -155,46 +155,6 @@ pub(crate) fn spawn_unmark(args: &[&str], env: &[(&str, &str)], ready: &str) -> 
     (Proc(child), line.trim().to_owned())
 }
 
-/// A command that pip installed: `$override_var`, else `name` on the PATH, else Python's
-/// scripts folder (pyenv exposes new scripts on the PATH only after a rehash).
-pub(crate) fn python_tool(name: &str, override_var: &str) -> String {
-    if let Ok(bin) = std::env::var(override_var) {
-        return bin;
-    }
-    let on_path = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()));
-    if on_path {
-        return name.to_owned();
-    }
-    let scripts = Command::new("python3")
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('scripts'))",
-        ])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    format!("{scripts}/{name}")
-}
-
-/// A free TCP port on the loopback interface.
-pub(crate) fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-/// Waits until something listens on `port`, or panics naming `what`.
-pub(crate) fn wait_for_port(port: u16, what: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} did not start on port {port}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
 /// A multipart form with an image, an optional mask and text fields.
 pub(crate) fn form(
     image: Vec<u8>,

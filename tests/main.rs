@@ -10,6 +10,7 @@ mod jobs_store;
 mod nats;
 mod pipeline;
 mod postgres;
+mod procs;
 mod s3;
 mod scaleout;
 mod schemas_drift;

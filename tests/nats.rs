@@ -5,7 +5,7 @@
 
 use std::process::{Child, Command, Stdio};
 
-use crate::common::{free_port, python_tool, wait_for_port};
+use crate::procs::{free_port, python_tool, wait_for_port};
 
 /// A running server, killed on drop; its storage directory goes with it.
 pub(crate) struct NatsServer {

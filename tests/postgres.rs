@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::free_port;
+use crate::procs::free_port;
 
 /// A running server with a fresh cluster, stopped on drop; its folder goes with it.
 pub(crate) struct Postgres {

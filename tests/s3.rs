@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 
 use unmark_broker::{BlobConfig, BlobStore};
 
-use crate::common::{free_port, python_tool, wait_for_port};
+use crate::procs::{free_port, python_tool, wait_for_port};
 
 /// A running server, killed on drop.
 pub(crate) struct S3Server {
