@@ -117,9 +117,9 @@ async fn submit(jobs: &Jobs, defaults: &WatermarkOptions, payload: &[u8]) -> Sub
         )
         .await
     {
-        Ok(handle) => SubmitReply::Accepted {
-            events_subject: subjects::v1::events(handle.id().as_str()),
-            id: handle.id().clone(),
+        Ok(id) => SubmitReply::Accepted {
+            events_subject: subjects::v1::events(id.as_str()),
+            id,
         },
         Err(SubmitError::Invalid(e)) => rejected(FailureReason::InvalidParameter, e.message),
         Err(e) => {

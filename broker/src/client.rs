@@ -76,10 +76,11 @@ impl JobClient {
         &self.blobs
     }
 
-    /// Uploads the inputs, publishes `accepted` and the first step: [`prepare`] then
-    /// [`start`].
+    /// Uploads the inputs, publishes `accepted` and the first step, and follows the job:
+    /// [`prepare`], [`follow`], then [`start`].
     ///
     /// [`prepare`]: Self::prepare
+    /// [`follow`]: Self::follow
     /// [`start`]: Self::start
     pub async fn submit(
         &self,
@@ -89,7 +90,9 @@ impl JobClient {
         inputs: Vec<(&str, Bytes)>,
     ) -> Result<JobHandle, JobError> {
         let spec = self.prepare(id, pipeline, steps, inputs).await?;
-        self.start(spec).await
+        let handle = self.follow(spec.id.clone()).await?;
+        self.start(spec).await?;
+        Ok(handle)
     }
 
     /// Validates a job and uploads its inputs; nothing runs yet. The spec can be recorded
@@ -120,14 +123,8 @@ impl JobClient {
 
     /// Publishes `accepted` and the first step of a prepared job. Starting a job again is
     /// safe: steps write deterministic keys and events are deduplicated downstream.
-    ///
-    /// The event subscription is opened before anything is published, so no event is missed.
-    pub async fn start(&self, spec: JobSpec) -> Result<JobHandle, JobError> {
+    pub async fn start(&self, spec: JobSpec) -> Result<(), JobError> {
         let id = spec.id.clone();
-        let events = self
-            .broker
-            .subscribe_events(&subjects::v1::events(id.as_str()))
-            .await?;
         let accepted = JobEvent {
             job_id: id.clone(),
             at_ms: now_ms(),
@@ -154,11 +151,12 @@ impl JobClient {
                     .with_header(crate::trace::HEADER, crate::trace::new_traceparent()),
             )
             .await?;
-        Ok(JobHandle { id, events })
+        Ok(())
     }
 
-    /// Follows the events of a job submitted earlier (by anyone): its history where the
-    /// broker keeps it, then what comes.
+    /// Follows the events of a job: the history the broker keeps (both brokers keep a job's
+    /// events for a while), then what comes. So it may be called before or after
+    /// [`start`](Self::start).
     pub async fn follow(&self, id: JobId) -> Result<JobHandle, JobError> {
         let events = self
             .broker

@@ -130,7 +130,7 @@ pub(crate) async fn submit(
     if let Some(mask) = job.mask {
         inputs.push(("mask_input", mask));
     }
-    let handle = state
+    let id = state
         .jobs
         .submit(
             pipeline::REMOVE_WATERMARK,
@@ -140,7 +140,7 @@ pub(crate) async fn submit(
         )
         .await
         .map_err(|e| submit_error(e, rid.clone()))?;
-    Ok(accepted(handle.id().as_str()))
+    Ok(accepted(id.as_str()))
 }
 
 /// A JSON submission: inline inputs only. (Blob keys are for NATS clients inside the

@@ -124,7 +124,7 @@ async fn remove_watermark(
         inputs.push(("mask_input", mask));
     }
     let steps = pipeline::remove_watermark(&request.options);
-    let mut job = state
+    let id = state
         .jobs
         .submit(
             pipeline::REMOVE_WATERMARK,
@@ -134,8 +134,11 @@ async fn remove_watermark(
         )
         .await
         .map_err(|e| jobs::submit_error(e, rid.clone()))?;
-    let id = job.id().clone();
     let client = state.jobs.client();
+    let mut job = client
+        .follow(id.clone())
+        .await
+        .map_err(|e| ApiError::internal(e, rid.clone()))?;
     let response = match job.wait(config.sync_timeout).await {
         Ok(JobOutcome::Succeeded {
             result,

@@ -1,5 +1,5 @@
 use bytes::Bytes;
-use unmark_broker::{JobClient, JobError, JobHandle, now_ms};
+use unmark_broker::{JobClient, JobError, now_ms};
 use unmark_schemas::{JobId, ParamError, Step};
 
 use crate::{JobStore, NewJob, StoreError};
@@ -55,19 +55,23 @@ impl Jobs {
         &self.store
     }
 
-    /// Uploads, records and starts a job with a new random id.
+    /// Uploads, records and starts a job with a new random id; returns the id. Follow it
+    /// with [`JobClient::follow`] where its outcome is awaited.
     pub async fn submit(
         &self,
         pipeline: &str,
         steps: Vec<Step>,
         inputs: Vec<(&str, Bytes)>,
         callback_url: Option<&str>,
-    ) -> Result<JobHandle, SubmitError> {
+    ) -> Result<JobId, SubmitError> {
         if let Some(url) = callback_url {
             check_callback_url(url)?;
         }
         let id = JobId::new(new_id())?;
-        let spec = self.client.prepare(id, pipeline, steps, inputs).await?;
+        let spec = self
+            .client
+            .prepare(id.clone(), pipeline, steps, inputs)
+            .await?;
         self.store
             .create(&NewJob {
                 spec: &spec,
@@ -75,7 +79,8 @@ impl Jobs {
                 at_ms: now_ms() as i64,
             })
             .await?;
-        Ok(self.client.start(spec).await?)
+        self.client.start(spec).await?;
+        Ok(id)
     }
 
     /// Starts again every recorded job that has not ended and of which the broker holds no
