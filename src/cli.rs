@@ -55,6 +55,11 @@ enum Command {
     },
     /// Removes the watermark from one image, or from every image in a folder.
     RemoveWatermark(RemoveArgs),
+    /// Creates, lists and revokes API keys, and sets their plans.
+    Keys {
+        #[command(subcommand)]
+        command: crate::keys::KeysCommand,
+    },
     /// Checks the configuration (file and `UNMARK_*` environment) and says what it selects;
     /// connects to nothing. Exits 2 on an error.
     CheckConfig,
@@ -177,6 +182,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::RemoveWatermark(args) => runtime()?.block_on(crate::batch::run(&config, &args)),
+        Command::Keys { command } => runtime()?.block_on(crate::keys::run(&config, command)),
         Command::CheckConfig => {
             check(&config)?;
             Ok(ExitCode::SUCCESS)

@@ -6,11 +6,13 @@
 //! `UNMARK_BIND`, `UNMARK_DATA_DIR`. Precedence: command-line flags, then environment, then
 //! the file, then the defaults. `unmark.example.toml` documents every key.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
+use unmark_jobs::accounts::Plan;
 use unmark_schemas::params::{
     DecodeParams, DetectParams, EncodeParams, Engine, InpaintParams, OutputFormat, PrescaleParams,
     WatermarkOptions,
@@ -25,6 +27,8 @@ pub(crate) struct Config {
     pub(crate) blobs: Blobs,
     pub(crate) jobs: Jobs,
     pub(crate) nats: Nats,
+    /// Plans by name, added to (or replacing) the shipped free, basic, pro and enterprise.
+    pub(crate) plans: BTreeMap<String, Plan>,
     pub(crate) limits: DecodeParams,
     pub(crate) defaults: Defaults,
     pub(crate) runner: Runner,
@@ -38,8 +42,10 @@ pub(crate) struct Server {
     pub(crate) bind: String,
     /// Where unmark keeps state.
     pub(crate) data_dir: PathBuf,
-    /// When non-empty, every endpoint but health requires this key.
+    /// A key accepted besides those in the database (`unmark keys`), with admin rights.
     pub(crate) api_key: String,
+    /// The plan of `api_key`.
+    pub(crate) api_key_plan: String,
     /// Largest request body; by default twice `limits.max_input_bytes` plus 1 MiB.
     pub(crate) max_body_bytes: Option<usize>,
     /// Seconds a synchronous request waits for its job.
@@ -52,6 +58,7 @@ impl Default for Server {
             bind: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("unmark-data"),
             api_key: String::new(),
+            api_key_plan: "enterprise".into(),
             max_body_bytes: None,
             sync_timeout_secs: 120,
         }
@@ -266,6 +273,14 @@ impl Config {
             .options()
             .validate()
             .context("invalid configuration")?;
+        let plans = config.all_plans();
+        if !plans.contains_key(&config.server.api_key_plan) {
+            anyhow::bail!(
+                "server.api_key_plan is {:?}, which is not a plan; plans are {}",
+                config.server.api_key_plan,
+                plans.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
         Ok(config)
     }
 
@@ -304,7 +319,16 @@ impl Config {
             max_body_bytes,
             defaults: options,
             sync_timeout: Duration::from_secs(self.server.sync_timeout_secs),
+            plans: self.all_plans(),
+            static_key_plan: self.server.api_key_plan.clone(),
         }
+    }
+
+    /// The shipped plans with the configured ones over them.
+    pub(crate) fn all_plans(&self) -> BTreeMap<String, Plan> {
+        let mut plans = unmark_jobs::accounts::default_plans();
+        plans.extend(self.plans.clone());
+        plans
     }
 
     /// The job database's URL.

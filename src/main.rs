@@ -6,6 +6,7 @@ mod batch;
 mod cli;
 mod config;
 mod embedded;
+mod keys;
 mod serve;
 mod submit;
 

@@ -98,6 +98,7 @@ async fn records_are_idempotent_and_monotone(store: JobStore) {
             spec: &s,
             callback_url: Some("https://example.com/hook"),
             at_ms: 9,
+            owner: None,
         })
         .await
         .expect("create");
@@ -147,6 +148,7 @@ async fn records_are_idempotent_and_monotone(store: JobStore) {
             spec: &spec("job-b"),
             callback_url: None,
             at_ms: 100,
+            owner: None,
         })
         .await
         .expect("create");
@@ -155,6 +157,7 @@ async fn records_are_idempotent_and_monotone(store: JobStore) {
             spec: &spec("job-c"),
             callback_url: None,
             at_ms: 101,
+            owner: None,
         })
         .await
         .expect("create");
@@ -295,6 +298,7 @@ async fn the_sweeper_deletes_only_what_nobody_can_ask_for() {
                 spec: &spec(id),
                 callback_url: None,
                 at_ms: ms(now) as i64,
+                owner: None,
             })
             .await
             .expect("create");

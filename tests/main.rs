@@ -2,6 +2,7 @@
 
 mod api_errors;
 mod api_jobs;
+mod api_keys;
 mod api_watermark;
 mod cli_batch;
 mod common;

@@ -12,6 +12,7 @@ pub struct ApiError {
     slug: &'static str,
     detail: String,
     request_id: Option<String>,
+    headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -22,7 +23,14 @@ impl ApiError {
             slug,
             detail: detail.into(),
             request_id: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a response header (`Retry-After`, `RateLimit-*`).
+    pub fn with_header(mut self, name: &'static str, value: impl ToString) -> Self {
+        self.headers.push((name, value.to_string()));
+        self
     }
 
     /// 400 for a malformed or out-of-range parameter.
@@ -43,6 +51,7 @@ impl ApiError {
             slug: "internal",
             detail: "internal error; quote the request id when reporting it".into(),
             request_id,
+            headers: Vec::new(),
         }
     }
 
@@ -69,6 +78,7 @@ impl ApiError {
             slug,
             detail: message,
             request_id,
+            headers: Vec::new(),
         }
     }
 
@@ -103,6 +113,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        for (name, value) in &self.headers {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(*name, value);
+            }
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

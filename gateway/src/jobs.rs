@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::extract::{Extension, FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +19,8 @@ use unmark_schemas::{
     pipeline,
 };
 
-use crate::{ApiError, AppState, form, request_id};
+use crate::auth::Caller;
+use crate::{ApiError, AppState, form, quota, request_id};
 
 /// Links a client follows a job by.
 pub(crate) fn links(id: &str) -> Value {
@@ -83,6 +84,7 @@ pub(crate) fn submit_error(e: SubmitError, rid: Option<String>) -> ApiError {
 /// JSON (a `SubmitRequest` with inputs as base64). Answers 202 at once.
 pub(crate) async fn submit(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     request: Request,
 ) -> Result<Response, ApiError> {
     let rid = request_id(request.headers());
@@ -126,21 +128,36 @@ pub(crate) async fn submit(
         )
         .with_request_id(rid));
     };
+    let options = quota::within_plan(&caller, job.options);
     let mut inputs = vec![("input", job.image)];
     if let Some(mask) = job.mask {
         inputs.push(("mask_input", mask));
     }
-    let id = state
+    let held = quota::hold(&state, &caller, &rid).await?;
+    let submitted = state
         .jobs
         .submit(
             pipeline::REMOVE_WATERMARK,
-            pipeline::remove_watermark(&job.options),
+            pipeline::remove_watermark(&options),
             inputs,
             job.callback_url.as_deref(),
+            quota::owner(&caller, &held),
         )
-        .await
-        .map_err(|e| submit_error(e, rid.clone()))?;
-    Ok(accepted(id.as_str()))
+        .await;
+    let id = match submitted {
+        Ok(id) => id,
+        Err(e) => {
+            quota::release(&state, &caller, &held).await;
+            return Err(submit_error(e, rid));
+        }
+    };
+    let mut response = accepted(id.as_str());
+    if let Some(r) = &held
+        && let Ok(v) = HeaderValue::from_str(&r.remaining.to_string())
+    {
+        response.headers_mut().insert("x-quota-remaining", v);
+    }
+    Ok(response)
 }
 
 /// A JSON submission: inline inputs only. (Blob keys are for NATS clients inside the

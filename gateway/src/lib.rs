@@ -24,14 +24,17 @@ mod auth;
 mod error;
 mod form;
 mod jobs;
+mod quota;
 mod routes;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::HeaderMap;
 use unmark_jobs::Jobs;
+use unmark_jobs::accounts::Plan;
 use unmark_schemas::params::WatermarkOptions;
 
 pub use error::ApiError;
@@ -39,7 +42,9 @@ pub use error::ApiError;
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
-    /// When set, every endpoint but health requires this key (`X-API-Key` or `Bearer`).
+    /// A key accepted besides the database's (`X-API-Key` or `Bearer`), with admin rights
+    /// and the plan `static_key_plan`. With no such key and no key in the database the API
+    /// is open.
     pub api_key: Option<String>,
     /// Largest request body in bytes, enforced while streaming.
     pub max_body_bytes: usize,
@@ -47,6 +52,10 @@ pub struct GatewayConfig {
     pub defaults: WatermarkOptions,
     /// How long a synchronous request waits for its job before answering 202 with its id.
     pub sync_timeout: Duration,
+    /// The plans keys may have, by name.
+    pub plans: BTreeMap<String, Plan>,
+    /// The plan of `api_key`.
+    pub static_key_plan: String,
 }
 
 impl Default for GatewayConfig {
@@ -58,6 +67,8 @@ impl Default for GatewayConfig {
             max_body_bytes: 2 * defaults.decode.max_input_bytes as usize + 1024 * 1024,
             defaults,
             sync_timeout: Duration::from_secs(120),
+            plans: unmark_jobs::accounts::default_plans(),
+            static_key_plan: "enterprise".into(),
         }
     }
 }

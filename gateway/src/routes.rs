@@ -1,7 +1,7 @@
 use std::time::Instant;
 
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{DefaultBodyLimit, Multipart, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Multipart, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +12,8 @@ use tower_http::trace::TraceLayer;
 use unmark_broker::{JobError, JobOutcome};
 use unmark_schemas::pipeline;
 
-use crate::{ApiError, AppState, auth, form, jobs, request_id};
+use crate::auth::Caller;
+use crate::{ApiError, AppState, auth, form, jobs, quota, request_id};
 
 pub(crate) fn build(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
@@ -22,6 +23,8 @@ pub(crate) fn build(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}", get(jobs::status))
         .route("/api/v1/jobs/{id}/result", get(jobs::result))
         .route("/api/v1/jobs/{id}/events", get(jobs::events))
+        .route("/api/v1/usage", get(quota::usage))
+        .route("/api/v1/admin/usage", get(quota::all_usage))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
@@ -99,6 +102,7 @@ async fn method_not_allowed() -> ApiError {
 
 async fn remove_watermark(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
@@ -123,17 +127,25 @@ async fn remove_watermark(
     if let Some(mask) = request.mask {
         inputs.push(("mask_input", mask));
     }
-    let steps = pipeline::remove_watermark(&request.options);
-    let id = state
+    let steps = pipeline::remove_watermark(&quota::within_plan(&caller, request.options));
+    let held = quota::hold(&state, &caller, &rid).await?;
+    let submitted = state
         .jobs
         .submit(
             pipeline::REMOVE_WATERMARK,
             steps,
             inputs,
             request.callback_url.as_deref(),
+            quota::owner(&caller, &held),
         )
-        .await
-        .map_err(|e| jobs::submit_error(e, rid.clone()))?;
+        .await;
+    let id = match submitted {
+        Ok(id) => id,
+        Err(e) => {
+            quota::release(&state, &caller, &held).await;
+            return Err(jobs::submit_error(e, rid));
+        }
+    };
     let client = state.jobs.client();
     let mut job = client
         .follow(id.clone())
@@ -159,13 +171,27 @@ async fn remove_watermark(
                 "x-processing-ms",
                 value(&started.elapsed().as_millis().to_string())?,
             );
+            // Charged on success only: the held credit becomes a charge when the job's
+            // success is recorded.
+            if let Some(r) = &held {
+                h.insert("x-credits-charged", value("1")?);
+                h.insert("x-quota-remaining", value(&r.remaining.to_string())?);
+            }
             Ok(response)
         }
         Ok(JobOutcome::Failed {
             reason, message, ..
         }) => Err(ApiError::from_failure(reason, message, rid.clone())),
         // Still running: the job goes on, and the client follows it like an async one.
-        Err(JobError::TimedOut(..)) => return Ok(jobs::accepted(id.as_str())),
+        Err(JobError::TimedOut(..)) => {
+            let mut response = jobs::accepted(id.as_str());
+            if let Some(r) = &held
+                && let Ok(v) = HeaderValue::from_str(&r.remaining.to_string())
+            {
+                response.headers_mut().insert("x-quota-remaining", v);
+            }
+            return Ok(response);
+        }
         Err(other) => Err(ApiError::internal(other, rid.clone())),
     };
     // The client has its answer: nothing of the job is kept.

@@ -7,6 +7,8 @@
 //! - [`record`]: reads every job event from the broker's durable events consumer and applies
 //!   it with idempotent, monotone upserts, so a restarted gateway catches up and a repeated
 //!   or late event changes nothing.
+//! - [`accounts`]: API keys, plans, quotas (a credit reserved before a job starts, charged
+//!   only when it succeeds) and usage.
 //! - [`sweep`]: deletes expired results, blobs left behind by crashed jobs, and fails jobs
 //!   that stopped moving.
 //!
@@ -32,6 +34,7 @@
 //! # }).unwrap();
 //! ```
 
+pub mod accounts;
 mod recorder;
 mod store;
 mod submit;
@@ -40,7 +43,7 @@ mod sweeper;
 use serde::Serialize;
 
 pub use recorder::{RECORDS_CONSUMER, record};
-pub use store::{JobStore, NewJob};
+pub use store::{JobStore, NewJob, Owner};
 pub use submit::{Jobs, SubmitError};
 pub use sweeper::{SweepConfig, SweepReport, sweep};
 

@@ -9,8 +9,14 @@ use unmark_schemas::{EventKind, JobEvent, JobId, JobSpec};
 use crate::{JobFailure, JobRecord, JobResult, JobStatus, StageRecord, StoreError};
 
 /// The schema, oldest first. Embedded as text, so the binary needs no files at run time.
-const MIGRATIONS: [(i64, &str, &str); 1] =
-    [(1, "jobs", include_str!("../migrations/0001_jobs.sql"))];
+const MIGRATIONS: [(i64, &str, &str); 2] = [
+    (1, "jobs", include_str!("../migrations/0001_jobs.sql")),
+    (
+        2,
+        "accounts",
+        include_str!("../migrations/0002_accounts.sql"),
+    ),
+];
 
 /// A job as the gateway records it at submission.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +27,17 @@ pub struct NewJob<'a> {
     pub callback_url: Option<&'a str>,
     /// Submission time, milliseconds since the Unix epoch.
     pub at_ms: i64,
+    /// Who submitted it, and the credit it holds.
+    pub owner: Option<Owner<'a>>,
+}
+
+/// The key a job was submitted with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Owner<'a> {
+    /// The key's id.
+    pub key_id: &'a str,
+    /// The quota period holding the job's reserved credit; `None` when nothing is charged.
+    pub quota_period: Option<&'a str>,
 }
 
 /// Job records in SQLite (WAL) or PostgreSQL, through one SQL dialect.
@@ -29,7 +46,7 @@ pub struct NewJob<'a> {
 /// monotone upsert: an event applied twice, or out of order, leaves the same row.
 #[derive(Clone, Debug)]
 pub struct JobStore {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
 }
 
 impl JobStore {
@@ -127,21 +144,29 @@ impl JobStore {
     pub async fn create(&self, job: &NewJob<'_>) -> Result<(), StoreError> {
         let spec = serde_json::to_string(job.spec)
             .map_err(|e| StoreError::Data(format!("cannot encode the job spec: {e}")))?;
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO jobs (id, pipeline, status, status_rank, spec, callback_url, \
-                               created_ms, updated_ms) \
-             VALUES ($1, $2, 'queued', 0, $3, $4, $5, $5) \
+                               created_ms, updated_ms, key_id, quota_period) \
+             VALUES ($1, $2, 'queued', 0, $3, $4, $5, $5, $6, $7) \
              ON CONFLICT (id) DO UPDATE SET pipeline = excluded.pipeline, \
                  spec = excluded.spec, callback_url = excluded.callback_url, \
-                 created_ms = excluded.created_ms",
+                 created_ms = excluded.created_ms, key_id = excluded.key_id, \
+                 quota_period = excluded.quota_period",
         )
         .bind(job.spec.id.as_str())
         .bind(job.spec.pipeline.as_str())
         .bind(spec)
         .bind(job.callback_url)
         .bind(job.at_ms)
-        .execute(&self.pool)
+        .bind(job.owner.map(|o| o.key_id))
+        .bind(job.owner.and_then(|o| o.quota_period))
+        .execute(&mut *tx)
         .await?;
+        if let Some(owner) = job.owner {
+            crate::accounts::count_request(&mut tx, owner.key_id, job.at_ms).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -188,7 +213,7 @@ impl JobStore {
                     insert_stage(&mut tx, id, step as u32, &timing.stage, timing.ms).await?;
                 }
                 let expires = at.saturating_add(result_ttl.as_millis() as i64);
-                sqlx::query(
+                let ended = sqlx::query(
                     "UPDATE jobs SET status = 'succeeded', status_rank = 2, updated_ms = $2, \
                          finished_ms = $2, result_key = $3, result_size = $4, \
                          content_type = $5, result_expires_ms = $6 \
@@ -202,13 +227,16 @@ impl JobStore {
                 .bind(expires)
                 .execute(&mut *tx)
                 .await?;
+                if ended.rows_affected() == 1 {
+                    crate::accounts::settle(&mut tx, id, true, at).await?;
+                }
             }
             EventKind::Failed {
                 reason,
                 message,
                 stage,
             } => {
-                sqlx::query(
+                let ended = sqlx::query(
                     "UPDATE jobs SET status = 'failed', status_rank = 2, updated_ms = $2, \
                          finished_ms = $2, error_reason = $3, error_message = $4, \
                          error_stage = $5 \
@@ -221,6 +249,9 @@ impl JobStore {
                 .bind(stage.as_deref())
                 .execute(&mut *tx)
                 .await?;
+                if ended.rows_affected() == 1 {
+                    crate::accounts::settle(&mut tx, id, false, at).await?;
+                }
             }
         }
         tx.commit().await?;
@@ -341,7 +372,8 @@ impl JobStore {
         let mut ids = Vec::new();
         for row in rows {
             let id: String = row.try_get("id")?;
-            sqlx::query(
+            let mut tx = self.pool.begin().await?;
+            let ended = sqlx::query(
                 "UPDATE jobs SET status = 'failed', status_rank = 2, updated_ms = $2, \
                      finished_ms = $2, error_reason = 'timeout', error_message = $3 \
                  WHERE id = $1 AND status_rank < 2",
@@ -349,8 +381,12 @@ impl JobStore {
             .bind(id.as_str())
             .bind(now_ms)
             .bind(message)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+            if ended.rows_affected() == 1 {
+                crate::accounts::settle(&mut tx, &id, false, now_ms).await?;
+            }
+            tx.commit().await?;
             if let Ok(id) = JobId::new(id) {
                 ids.push(id);
             }

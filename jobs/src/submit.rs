@@ -2,7 +2,7 @@ use bytes::Bytes;
 use unmark_broker::{JobClient, JobError, now_ms};
 use unmark_schemas::{JobId, ParamError, Step};
 
-use crate::{JobStore, NewJob, StoreError};
+use crate::{JobStore, NewJob, Owner, StoreError};
 
 /// A failure to submit a job.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,7 @@ impl Jobs {
         steps: Vec<Step>,
         inputs: Vec<(&str, Bytes)>,
         callback_url: Option<&str>,
+        owner: Option<Owner<'_>>,
     ) -> Result<JobId, SubmitError> {
         if let Some(url) = callback_url {
             check_callback_url(url)?;
@@ -77,6 +78,7 @@ impl Jobs {
                 spec: &spec,
                 callback_url,
                 at_ms: now_ms() as i64,
+                owner,
             })
             .await?;
         self.client.start(spec).await?;

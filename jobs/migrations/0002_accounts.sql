@@ -1,0 +1,41 @@
+-- API keys, quotas and usage (the paid-API layer). Same dialect rules as 0001.
+
+-- A key is shown once; only its SHA-256 is kept. `id` is the key's public prefix.
+CREATE TABLE api_keys (
+    id             TEXT PRIMARY KEY,
+    hash           TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    plan           TEXT NOT NULL,
+    admin          BIGINT NOT NULL,
+    -- Signs this key's webhooks.
+    webhook_secret TEXT NOT NULL,
+    created_ms     BIGINT NOT NULL,
+    revoked_ms     BIGINT
+);
+
+-- Credits of one key in one quota period (a UTC day `2026-11-25` or month `2026-11`):
+-- `used` by succeeded jobs, `reserved` by jobs still running. A job reserves a credit before
+-- it starts (used + reserved < quota, in one UPDATE) and settles it when it ends.
+CREATE TABLE quota_usage (
+    key_id   TEXT NOT NULL,
+    period   TEXT NOT NULL,
+    used     BIGINT NOT NULL,
+    reserved BIGINT NOT NULL,
+    PRIMARY KEY (key_id, period)
+);
+
+-- Requests per key and UTC day.
+CREATE TABLE usage_stats (
+    day       TEXT NOT NULL,
+    key_id    TEXT NOT NULL,
+    requests  BIGINT NOT NULL,
+    successes BIGINT NOT NULL,
+    failures  BIGINT NOT NULL,
+    total_ms  DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (day, key_id)
+);
+
+-- Who submitted a job, and which quota period holds its reserved credit (NULL: none).
+ALTER TABLE jobs ADD COLUMN key_id TEXT;
+ALTER TABLE jobs ADD COLUMN quota_period TEXT;
+CREATE INDEX jobs_key ON jobs (key_id, status_rank);

@@ -1,0 +1,318 @@
+//! API keys, plans, quotas and usage on a real `unmark serve`, on SQLite and PostgreSQL.
+
+use std::path::Path;
+
+use futures::future::join_all;
+use serde_json::Value;
+
+use crate::common::*;
+use crate::postgres::Postgres;
+
+/// A plan with 50 credits a month and no other limit in the way.
+const TINY_PLANS: &str = r#"
+[plans.tiny]
+quota = 50
+period = "month"
+requests_per_minute = 1000000
+burst = 1000000
+max_concurrent = 1000
+max_megapixels = 50.0
+priority = 0
+
+[plans.two]
+quota = 2
+period = "day"
+requests_per_minute = 1000000
+burst = 1000000
+max_concurrent = 1000
+max_megapixels = 50.0
+priority = 0
+"#;
+
+/// `unmark keys create`, as an operator runs it beside the server; returns the key.
+fn create_key(env: &[(&str, &str)], name: &str, plan: &str, admin: bool) -> String {
+    let mut cmd = unmark();
+    cmd.args(["keys", "create", "--name", name, "--plan", plan]);
+    if admin {
+        cmd.arg("--admin");
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("unmark keys create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
+    assert!(key.starts_with("um_") && key.len() > 60, "{key}");
+    key
+}
+
+fn keys_cli(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut cmd = unmark();
+    cmd.arg("keys").args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("unmark keys")
+}
+
+/// Settings shared by the server and the `keys` commands: the data folder, the plans, and
+/// optionally a PostgreSQL URL.
+fn settings(data: &Path, database: Option<&str>) -> Vec<(&'static str, String)> {
+    let config = data.join("plans.toml");
+    std::fs::write(&config, TINY_PLANS).expect("write config");
+    let mut env = vec![
+        ("UNMARK_DATA_DIR", data.display().to_string()),
+        ("UNMARK_CONFIG", config.display().to_string()),
+    ];
+    if let Some(url) = database {
+        env.push(("UNMARK_DATABASE_URL", url.to_owned()));
+    }
+    env
+}
+
+fn refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+fn tiny_inputs() -> (Vec<u8>, Vec<u8>) {
+    let image = png_of(32, 32, |x, y| [(x * 8) as u8, (y * 8) as u8, 100]);
+    let mask = png_of(32, 32, |x, y| {
+        if (10..20).contains(&x) && (12..16).contains(&y) {
+            [255; 3]
+        } else {
+            [0; 3]
+        }
+    });
+    (image, mask)
+}
+
+async fn post_with(server: &Server, key: &str) -> reqwest::Response {
+    let (image, mask) = tiny_inputs();
+    reqwest::Client::new()
+        .post(server.url("/api/v1/remove-watermark"))
+        .header("X-API-Key", key)
+        .multipart(form(image, Some(mask), &[]))
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn usage(server: &Server, key: &str) -> Value {
+    let response = reqwest::Client::new()
+        .get(server.url("/api/v1/usage"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 200);
+    response.json().await.expect("json")
+}
+
+/// Waits until every running job of the key has settled its credit.
+async fn settled_usage(server: &Server, key: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let u = usage(server, key).await;
+        if u["quota"]["reserved"] == 0 {
+            return u;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "credits never settled: {u}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_endpoint_needs_a_live_key() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let env = settings(data.path(), None);
+    let server = Server::start_in(data.path(), &refs(&env));
+    let alice = create_key(&refs(&env), "alice", "pro", false);
+    let revoked = create_key(&refs(&env), "mallory", "pro", false);
+    let id = revoked.split('_').nth(1).expect("id").to_owned();
+    assert!(keys_cli(&refs(&env), &["revoke", &id]).status.success());
+    // A key with a real id and a wrong secret of the right length.
+    let forged = format!("{}{}", &alice[..12], "0".repeat(alice.len() - 12));
+    let client = reqwest::Client::new();
+    let endpoints = [
+        ("POST", "/api/v1/remove-watermark"),
+        ("POST", "/api/v1/jobs"),
+        ("GET", "/api/v1/jobs/abc"),
+        ("GET", "/api/v1/jobs/abc/result"),
+        ("GET", "/api/v1/jobs/abc/events"),
+        ("GET", "/api/v1/usage"),
+        ("GET", "/api/v1/admin/usage"),
+    ];
+    for (method, path) in endpoints {
+        let request = |key: Option<&str>| {
+            let mut r = client.request(method.parse().expect("method"), server.url(path));
+            if let Some(k) = key {
+                r = r.header("X-API-Key", k);
+            }
+            r.send()
+        };
+        let body = problem(request(None).await.expect("req"), 401).await;
+        assert!(
+            body["detail"].as_str().expect("detail").contains("missing"),
+            "{path}"
+        );
+        let body = problem(request(Some(&forged)).await.expect("req"), 401).await;
+        assert_eq!(body["detail"], "invalid API key", "{path}");
+        let body = problem(request(Some(&revoked)).await.expect("req"), 401).await;
+        assert!(
+            body["detail"].as_str().expect("detail").contains("revoked"),
+            "{path}"
+        );
+        let ok = request(Some(&alice)).await.expect("req");
+        assert_ne!(
+            ok.status().as_u16(),
+            401,
+            "{method} {path} refused a live key"
+        );
+    }
+    for open in ["/api/v1/health", "/api/v1/ready"] {
+        let r = client.get(server.url(open)).send().await.expect("req");
+        assert_eq!(r.status().as_u16(), 200, "{open}");
+    }
+    // Revocation takes effect at once on a running server.
+    assert_eq!(post_with(&server, &alice).await.status().as_u16(), 200);
+    let alice_id = alice.split('_').nth(1).expect("id");
+    assert!(
+        keys_cli(&refs(&env), &["revoke", alice_id])
+            .status
+            .success()
+    );
+    problem(post_with(&server, &alice).await, 401).await;
+    // A non-admin key may not read everyone's usage.
+    let bob = create_key(&refs(&env), "bob", "basic", false);
+    let r = client
+        .get(server.url("/api/v1/admin/usage"))
+        .header("X-API-Key", &bob)
+        .send()
+        .await
+        .expect("req");
+    problem(r, 403).await;
+}
+
+/// 200 concurrent requests against a plan of 50 credits.
+async fn quota_boundary(database: Option<&str>) {
+    let data = tempfile::tempdir().expect("tempdir");
+    let env = settings(data.path(), database);
+    let server = Server::start_in(data.path(), &refs(&env));
+    let key = create_key(&refs(&env), "load", "tiny", false);
+    let responses = join_all((0..200).map(|_| post_with(&server, &key))).await;
+    let (mut ok, mut limited) = (0, 0);
+    for response in responses {
+        match response.status().as_u16() {
+            200 => {
+                ok += 1;
+                let h = response.headers();
+                assert_eq!(h["x-credits-charged"], "1");
+                let left: u64 = h["x-quota-remaining"]
+                    .to_str()
+                    .expect("h")
+                    .parse()
+                    .expect("n");
+                assert!(left < 50, "{left}");
+            }
+            429 => {
+                limited += 1;
+                let h = response.headers().clone();
+                assert_eq!(h["ratelimit-limit"], "50");
+                assert_eq!(h["ratelimit-remaining"], "0");
+                let retry: u64 = h["retry-after"].to_str().expect("h").parse().expect("n");
+                assert!(retry >= 1);
+                assert_eq!(h["ratelimit-reset"], h["retry-after"]);
+                let body = problem(response, 429).await;
+                assert_eq!(body["type"], "urn:unmark:problem:quota-exhausted");
+                assert!(
+                    body["detail"]
+                        .as_str()
+                        .expect("d")
+                        .contains("50 images per month")
+                );
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((ok, limited), (50, 150));
+    let u = settled_usage(&server, &key).await;
+    assert_eq!(u["plan"], "tiny");
+    assert_eq!(u["quota"]["limit"], 50);
+    assert_eq!(u["quota"]["used"], 50, "{u}");
+    assert_eq!(u["quota"]["remaining"], 0, "{u}");
+    assert_eq!(u["month"]["successes"], 50);
+    assert_eq!(u["month"]["requests"], 50);
+    assert_eq!(u["today"]["failures"], 0);
+    assert!(u["today"]["avg_processing_ms"].as_f64().expect("ms") > 0.0);
+
+    // Failures are free: a broken image costs nothing, and the quota still holds.
+    let small = create_key(&refs(&env), "small", "two", false);
+    let broken = reqwest::Client::new()
+        .post(server.url("/api/v1/remove-watermark"))
+        .header("X-API-Key", &small)
+        .multipart(form(b"not an image".to_vec(), None, &[]))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(broken.status().as_u16(), 415);
+    let u = settled_usage(&server, &small).await;
+    assert_eq!(
+        (u["quota"]["used"].clone(), u["today"]["failures"].clone()),
+        (0.into(), 1.into())
+    );
+    for _ in 0..2 {
+        assert_eq!(post_with(&server, &small).await.status().as_u16(), 200);
+    }
+    let refused = post_with(&server, &small).await;
+    let body = problem(refused, 429).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("d")
+            .contains("2 images per day"),
+        "{body}"
+    );
+
+    // An admin key sees every key, each with its own counts.
+    let admin = create_key(&refs(&env), "ops", "enterprise", true);
+    let all: Value = reqwest::Client::new()
+        .get(server.url("/api/v1/admin/usage"))
+        .header("X-API-Key", &admin)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let keys = all["keys"].as_array().expect("keys");
+    let used = |name: &str| {
+        keys.iter()
+            .find(|k| k["name"] == name)
+            .map(|k| k["quota"]["used"].clone())
+            .unwrap_or_else(|| panic!("no {name} in {all}"))
+    };
+    assert_eq!(used("load"), 50);
+    assert_eq!(used("small"), 2);
+    assert_eq!(used("ops"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quota_boundary_holds_under_concurrency_on_sqlite() {
+    quota_boundary(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quota_boundary_holds_under_concurrency_on_postgres() {
+    let pg = Postgres::start();
+    quota_boundary(Some(&pg.url)).await;
+}
