@@ -29,6 +29,7 @@ pub(crate) struct Config {
     pub(crate) nats: Nats,
     /// Plans by name, added to (or replacing) the shipped free, basic, pro and enterprise.
     pub(crate) plans: BTreeMap<String, Plan>,
+    pub(crate) rate_limit: RateLimit,
     pub(crate) limits: DecodeParams,
     pub(crate) defaults: Defaults,
     pub(crate) runner: Runner,
@@ -46,6 +47,8 @@ pub(crate) struct Server {
     pub(crate) api_key: String,
     /// The plan of `api_key`.
     pub(crate) api_key_plan: String,
+    /// When set, `GET /metrics` needs it as `Authorization: Bearer`.
+    pub(crate) metrics_token: String,
     /// Largest request body; by default twice `limits.max_input_bytes` plus 1 MiB.
     pub(crate) max_body_bytes: Option<usize>,
     /// Seconds a synchronous request waits for its job.
@@ -59,6 +62,7 @@ impl Default for Server {
             data_dir: PathBuf::from("unmark-data"),
             api_key: String::new(),
             api_key_plan: "enterprise".into(),
+            metrics_token: String::new(),
             max_body_bytes: None,
             sync_timeout_secs: 120,
         }
@@ -140,6 +144,36 @@ impl Default for Jobs {
             sweep_interval_secs: 300,
             orphan_grace_secs: 3600,
             stale_after_secs: 24 * 3600,
+        }
+    }
+}
+
+/// `[rate_limit]`: limits before and beside the plans' own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RateLimit {
+    /// Requests per minute per client IP, before authentication; 0 turns the layer off.
+    pub(crate) per_ip_per_minute: u32,
+    /// Requests one IP may send at once above that rate.
+    pub(crate) per_ip_burst: u32,
+    /// Proxies (addresses or CIDR blocks) whose X-Forwarded-For is believed.
+    pub(crate) trusted_proxies: Vec<String>,
+    /// Stage backlog at which priority-0 plans get 503; priority p at (p + 1) times this.
+    pub(crate) admission_queue_depth: u64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        let d = unmark_gateway::RateLimitConfig::default();
+        let per_ip = d.per_ip.unwrap_or(unmark_jobs::limits::Rate {
+            per_minute: 0,
+            burst: 0,
+        });
+        Self {
+            per_ip_per_minute: per_ip.per_minute,
+            per_ip_burst: per_ip.burst,
+            trusted_proxies: d.trusted_proxies,
+            admission_queue_depth: d.admission_queue_depth,
         }
     }
 }
@@ -321,6 +355,17 @@ impl Config {
             sync_timeout: Duration::from_secs(self.server.sync_timeout_secs),
             plans: self.all_plans(),
             static_key_plan: self.server.api_key_plan.clone(),
+            rate_limit: unmark_gateway::RateLimitConfig {
+                per_ip: (self.rate_limit.per_ip_per_minute > 0).then_some(
+                    unmark_jobs::limits::Rate {
+                        per_minute: self.rate_limit.per_ip_per_minute,
+                        burst: self.rate_limit.per_ip_burst,
+                    },
+                ),
+                trusted_proxies: self.rate_limit.trusted_proxies.clone(),
+                admission_queue_depth: self.rate_limit.admission_queue_depth,
+            },
+            metrics_token: Some(self.server.metrics_token.clone()).filter(|t| !t.is_empty()),
         }
     }
 

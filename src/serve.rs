@@ -1,11 +1,14 @@
 //! `unmark serve`: the HTTP API with the whole pipeline in this process; `unmark worker`: one
 //! stage over NATS.
 
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use unmark_broker::BlobStore;
+use unmark_gateway::Metrics;
 use unmark_jobs::{JobStore, Jobs, SweepConfig};
 
 use crate::config::Config;
@@ -31,14 +34,18 @@ pub(crate) async fn serve(config: Config, stages: &str) -> Result<()> {
     );
     let jobs = Jobs::new(pipeline.client.clone(), store.clone());
     let sweep = config.sweep();
+    let metrics = Arc::new(Metrics::default());
     {
         let (broker, store, ttl) = (transport.broker.clone(), store.clone(), sweep.result_ttl);
+        let metrics = metrics.clone();
         tokio::spawn(async move {
-            if let Err(e) = unmark_jobs::record(broker, store, ttl).await {
+            let observe = move |event: &unmark_schemas::JobEvent| metrics.observe_event(event);
+            if let Err(e) = unmark_jobs::record(broker, store, ttl, observe).await {
                 tracing::error!(error = %e, "job records stopped following events");
             }
         });
     }
+    tokio::spawn(refresh_gauges(jobs.clone(), metrics.clone()));
     match jobs.recover().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(jobs = n, "started unfinished jobs again"),
@@ -63,7 +70,8 @@ pub(crate) async fn serve(config: Config, stages: &str) -> Result<()> {
     if gateway.api_key.is_none() {
         tracing::warn!("no API key is set: anyone who can reach this port can use it");
     }
-    let app = unmark_gateway::router(jobs, gateway);
+    let app = unmark_gateway::router(jobs, gateway, metrics)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let listener = tokio::net::TcpListener::bind(&config.server.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.bind))?;
@@ -78,6 +86,28 @@ pub(crate) async fn serve(config: Config, stages: &str) -> Result<()> {
         .context("server failed")?;
     drop(pipeline);
     Ok(())
+}
+
+/// Keeps the stage backlogs and the jobs in flight current (for metrics and admission
+/// control), once a second.
+async fn refresh_gauges(jobs: Jobs, metrics: Arc<Metrics>) {
+    let stages: Vec<&str> = unmark_stages::builtin().iter().map(|s| s.name()).collect();
+    loop {
+        let mut depths = BTreeMap::new();
+        for stage in &stages {
+            match jobs.client().backlog(stage).await {
+                Ok(n) => {
+                    depths.insert((*stage).to_owned(), n);
+                }
+                Err(e) => tracing::debug!(stage, error = %e, "cannot read a stage's backlog"),
+            }
+        }
+        metrics.set_queue_depth(depths);
+        if let Ok(n) = jobs.store().count_unfinished().await {
+            metrics.set_jobs_in_flight(n);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Sweeps now, then every `interval`.

@@ -36,6 +36,7 @@ fn stage_done(step: u32) -> EventKind {
         step,
         stage: pipeline::WATERMARK_STAGES[step as usize].into(),
         ms: f64::from(step) + 0.5,
+        engine: None,
     }
 }
 

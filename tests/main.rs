@@ -3,6 +3,7 @@
 mod api_errors;
 mod api_jobs;
 mod api_keys;
+mod api_limits;
 mod api_watermark;
 mod cli_batch;
 mod common;

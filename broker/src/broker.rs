@@ -159,6 +159,10 @@ pub trait Broker: Send + Sync + 'static {
     /// and processes that share `durable` share the events (the gateway's job records).
     async fn consume_events(&self, durable: &str) -> Result<Box<dyn Consumer>, BrokerError>;
 
+    /// Messages of a stage subject not yet settled: waiting, or being worked on (the backlog
+    /// an autoscaler or admission control looks at).
+    async fn backlog(&self, subject: &str) -> Result<u64, BrokerError>;
+
     /// The last event of a job that the broker still keeps, if any: a terminal one means the
     /// job has ended.
     async fn last_event(&self, job_id: &str) -> Result<Option<JobEvent>, BrokerError>;

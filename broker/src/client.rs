@@ -165,6 +165,11 @@ impl JobClient {
         Ok(JobHandle { id, events })
     }
 
+    /// Messages of `stage` not yet settled.
+    pub async fn backlog(&self, stage: &str) -> Result<u64, JobError> {
+        Ok(self.broker.backlog(&subjects::v1::stage(stage)).await?)
+    }
+
     /// The last event of a job that the broker still keeps, if any.
     pub async fn last_event(&self, id: &JobId) -> Result<Option<JobEvent>, JobError> {
         Ok(self.broker.last_event(id.as_str()).await?)

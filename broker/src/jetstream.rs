@@ -229,6 +229,28 @@ impl Broker for JetStreamBroker {
         }
     }
 
+    async fn backlog(&self, subject: &str) -> Result<u64, BrokerError> {
+        let stream = self.js.get_stream(WORK_STREAM).await.map_err(transport)?;
+        let mut consumer: consumer::PullConsumer =
+            match stream.get_consumer(&durable_name(subject)).await {
+                Ok(c) => c,
+                // No worker has opened the stage yet: whatever waits is in the stream.
+                Err(_) => {
+                    let mut subjects = stream
+                        .info_with_subjects(subject.to_owned())
+                        .await
+                        .map_err(transport)?;
+                    let mut waiting = 0;
+                    while let Some(entry) = subjects.next().await {
+                        waiting += entry.map_err(transport)?.1 as u64;
+                    }
+                    return Ok(waiting);
+                }
+            };
+        let info = consumer.info().await.map_err(transport)?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+
     async fn consume_events(&self, durable: &str) -> Result<Box<dyn Consumer>, BrokerError> {
         let stream = self.js.get_stream(EVENTS_STREAM).await.map_err(transport)?;
         let consumer: consumer::PullConsumer = stream

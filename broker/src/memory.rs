@@ -1,4 +1,5 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,8 @@ const HISTORY_PRUNE_AT: usize = 10_000;
 struct Queue {
     tx: mpsc::UnboundedSender<Pending>,
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Pending>>,
+    /// Messages published and not yet settled.
+    unsettled: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Pending {
@@ -101,6 +104,7 @@ impl InProcessBroker {
                 Arc::new(Queue {
                     tx,
                     rx: tokio::sync::Mutex::new(rx),
+                    unsettled: Arc::default(),
                 })
             })
             .clone()
@@ -125,10 +129,14 @@ impl Broker for InProcessBroker {
             headers: message.headers,
             attempt: 1,
         };
-        self.queue(subject)
-            .tx
-            .send(pending)
-            .map_err(|_| BrokerError::Closed)
+        let queue = self.queue(subject);
+        queue.tx.send(pending).map_err(|_| BrokerError::Closed)?;
+        queue.unsettled.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn backlog(&self, subject: &str) -> Result<u64, BrokerError> {
+        Ok(self.queue(subject).unsettled.load(Ordering::Relaxed))
     }
 
     async fn consume(&self, subject: &str) -> Result<Box<dyn Consumer>, BrokerError> {
@@ -249,6 +257,7 @@ impl Consumer for MemoryConsumer {
             .await
             .ok_or(BrokerError::Closed)?;
         let acker = MemoryAcker {
+            unsettled: self.queue.unsettled.clone(),
             tx: self.queue.tx.clone(),
             payload: pending.payload.clone(),
             headers: pending.headers.clone(),
@@ -264,6 +273,7 @@ impl Consumer for MemoryConsumer {
 }
 
 struct MemoryAcker {
+    unsettled: Arc<std::sync::atomic::AtomicU64>,
     tx: mpsc::UnboundedSender<Pending>,
     payload: Bytes,
     headers: BTreeMap<String, String>,
@@ -273,6 +283,7 @@ struct MemoryAcker {
 #[async_trait]
 impl Acker for MemoryAcker {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        self.unsettled.fetch_sub(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -291,6 +302,7 @@ impl Acker for MemoryAcker {
     }
 
     async fn term(self: Box<Self>) -> Result<(), BrokerError> {
+        self.unsettled.fetch_sub(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -400,6 +412,7 @@ mod tests {
                     step: 0,
                     stage: "decode".into(),
                     ms: 1.0,
+                    engine: None,
                 },
             );
             b.publish_event(&accepted, "j:accepted").await.expect("pub");

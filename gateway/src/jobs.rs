@@ -129,11 +129,12 @@ pub(crate) async fn submit(
         .with_request_id(rid));
     };
     let options = quota::within_plan(&caller, job.options);
+    let cost = crate::limits::cost(&job.image, options.decode.max_megapixels);
     let mut inputs = vec![("input", job.image)];
     if let Some(mask) = job.mask {
         inputs.push(("mask_input", mask));
     }
-    let held = quota::hold(&state, &caller, &rid).await?;
+    let held = quota::hold(&state, &caller, cost, &rid).await?;
     let submitted = state
         .jobs
         .submit(

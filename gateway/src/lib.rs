@@ -13,7 +13,8 @@
 //!
 //! let client = JobClient::new(Arc::new(InProcessBroker::new()), BlobStore::in_memory());
 //! let store = JobStore::open("sqlite://unmark-data/unmark.db", 4).await?;
-//! let app = router(Jobs::new(client, store), GatewayConfig::default());
+//! let metrics = Arc::new(unmark_gateway::Metrics::default());
+//! let app = router(Jobs::new(client, store), GatewayConfig::default(), metrics);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app).await?;
 //! # Ok(())
@@ -24,6 +25,8 @@ mod auth;
 mod error;
 mod form;
 mod jobs;
+mod limits;
+mod metrics;
 mod quota;
 mod routes;
 
@@ -38,6 +41,8 @@ use unmark_jobs::accounts::Plan;
 use unmark_schemas::params::WatermarkOptions;
 
 pub use error::ApiError;
+pub use limits::RateLimitConfig;
+pub use metrics::Metrics;
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]
@@ -56,6 +61,10 @@ pub struct GatewayConfig {
     pub plans: BTreeMap<String, Plan>,
     /// The plan of `api_key`.
     pub static_key_plan: String,
+    /// Rate limits and admission control.
+    pub rate_limit: RateLimitConfig,
+    /// When set, `GET /metrics` needs it as `Authorization: Bearer`.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -69,6 +78,8 @@ impl Default for GatewayConfig {
             sync_timeout: Duration::from_secs(120),
             plans: unmark_jobs::accounts::default_plans(),
             static_key_plan: "enterprise".into(),
+            rate_limit: RateLimitConfig::default(),
+            metrics_token: None,
         }
     }
 }
@@ -77,13 +88,16 @@ impl Default for GatewayConfig {
 pub(crate) struct AppState {
     pub(crate) jobs: Jobs,
     pub(crate) config: Arc<GatewayConfig>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
-/// The whole API as an axum router.
-pub fn router(jobs: Jobs, config: GatewayConfig) -> Router {
+/// The whole API as an axum router. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so that per-IP limits see the peer.
+pub fn router(jobs: Jobs, config: GatewayConfig, metrics: Arc<Metrics>) -> Router {
     routes::build(AppState {
         jobs,
         config: Arc::new(config),
+        metrics,
     })
 }
 

@@ -24,11 +24,14 @@ fn period_name(period: QuotaPeriod) -> &'static str {
     }
 }
 
-/// Checks the caller's concurrency cap, then holds one credit of its quota. `None` when the
-/// server runs without keys.
+/// Admits a request costing `cost` rate tokens, in order: admission control under load (503, lowest
+/// priority first), the key's concurrency cap, the key's rate (one token per started
+/// megapixel), then one credit of its quota, held until the job ends. `None` when the server
+/// runs without keys.
 pub(crate) async fn hold(
     state: &AppState,
     caller: &Caller,
+    cost: u32,
     rid: &Option<String>,
 ) -> Result<Option<Reservation>, ApiError> {
     let Some(plan) = &caller.plan else {
@@ -36,8 +39,29 @@ pub(crate) async fn hold(
     };
     let store = state.jobs.store();
     let internal = |e| ApiError::internal(e, rid.clone());
+    let depth = state.metrics.max_queue_depth();
+    let threshold = state.config.rate_limit.admission_queue_depth * (u64::from(plan.priority) + 1);
+    if depth >= threshold {
+        state.metrics.rate_limited("admission");
+        let retry = 5;
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!(
+                "the service is busy ({depth} messages wait for a stage); the {} plan is \
+                 admitted up to {threshold}; retry in {retry} s",
+                caller.plan_name
+            ),
+        )
+        .with_request_id(rid.clone())
+        .with_header("retry-after", retry)
+        .with_header("ratelimit-limit", threshold)
+        .with_header("ratelimit-remaining", 0)
+        .with_header("ratelimit-reset", retry));
+    }
     let running = store.running_jobs(&caller.key_id).await.map_err(internal)?;
     if running >= u64::from(plan.max_concurrent) {
+        state.metrics.rate_limited("concurrency");
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "concurrency-limit",
@@ -52,6 +76,20 @@ pub(crate) async fn hold(
         .with_header("ratelimit-remaining", 0)
         .with_header("ratelimit-reset", 1));
     }
+    let rate = unmark_jobs::limits::Rate {
+        per_minute: plan.requests_per_minute,
+        burst: plan.burst,
+    };
+    crate::limits::spend(
+        state,
+        "key",
+        &format!("key:{}", caller.key_id),
+        cost,
+        rate,
+        "this key",
+        rid,
+    )
+    .await?;
     let now = now_ms() as i64;
     match store
         .reserve_credit(&caller.key_id, plan, now)
@@ -60,6 +98,7 @@ pub(crate) async fn hold(
     {
         Ok(reservation) => Ok(Some(reservation)),
         Err(exhausted) => {
+            state.metrics.quota_exhausted();
             let wait = seconds_until(exhausted.resets_ms);
             Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -13,7 +13,7 @@ use unmark_broker::{JobError, JobOutcome};
 use unmark_schemas::pipeline;
 
 use crate::auth::Caller;
-use crate::{ApiError, AppState, auth, form, jobs, quota, request_id};
+use crate::{ApiError, AppState, auth, form, jobs, limits, metrics, quota, request_id};
 
 pub(crate) fn build(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
@@ -28,10 +28,16 @@ pub(crate) fn build(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
+        ))
+        // Before the key lookup, which it protects.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::per_ip,
         ));
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/ready", get(jobs::ready))
+        .route("/metrics", get(metrics::scrape))
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -39,6 +45,10 @@ pub(crate) fn build(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             early_length_check,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count,
         ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -123,12 +133,14 @@ async fn remove_watermark(
     let request = form::parse(multipart, &config.defaults, config.max_body_bytes)
         .await
         .map_err(|e| e.with_request_id(rid.clone()))?;
+    let options = quota::within_plan(&caller, request.options);
+    let cost = crate::limits::cost(&request.image, options.decode.max_megapixels);
     let mut inputs = vec![("input", request.image)];
     if let Some(mask) = request.mask {
         inputs.push(("mask_input", mask));
     }
-    let steps = pipeline::remove_watermark(&quota::within_plan(&caller, request.options));
-    let held = quota::hold(&state, &caller, &rid).await?;
+    let steps = pipeline::remove_watermark(&options);
+    let held = quota::hold(&state, &caller, cost, &rid).await?;
     let submitted = state
         .jobs
         .submit(

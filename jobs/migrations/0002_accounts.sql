@@ -39,3 +39,10 @@ CREATE TABLE usage_stats (
 ALTER TABLE jobs ADD COLUMN key_id TEXT;
 ALTER TABLE jobs ADD COLUMN quota_period TEXT;
 CREATE INDEX jobs_key ON jobs (key_id, status_rank);
+
+-- Rate limits (GCRA): each bucket's theoretical arrival time, in microseconds since the Unix
+-- epoch. Shared by every gateway on the database.
+CREATE TABLE rate_limits (
+    bucket TEXT PRIMARY KEY,
+    tat_us BIGINT NOT NULL
+);

@@ -9,6 +9,7 @@
 //!   or late event changes nothing.
 //! - [`accounts`]: API keys, plans, quotas (a credit reserved before a job starts, charged
 //!   only when it succeeds) and usage.
+//! - [`limits`]: GCRA rate limits shared by every gateway on the database.
 //! - [`sweep`]: deletes expired results, blobs left behind by crashed jobs, and fails jobs
 //!   that stopped moving.
 //!
@@ -35,6 +36,7 @@
 //! ```
 
 pub mod accounts;
+pub mod limits;
 mod recorder;
 mod store;
 mod submit;

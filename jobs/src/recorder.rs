@@ -19,6 +19,7 @@ pub async fn record(
     broker: Arc<dyn Broker>,
     store: JobStore,
     result_ttl: Duration,
+    on_event: impl Fn(&JobEvent) + Send,
 ) -> Result<(), BrokerError> {
     let mut consumer = broker.consume_events(RECORDS_CONSUMER).await?;
     loop {
@@ -35,6 +36,7 @@ pub async fn record(
         loop {
             match store.apply(&event, result_ttl).await {
                 Ok(()) => {
+                    on_event(&event);
                     delivery.ack().await?;
                     break;
                 }

@@ -193,7 +193,9 @@ impl JobStore {
                     .execute(&mut *tx)
                     .await?;
             }
-            EventKind::StageDone { step, stage, ms } => {
+            EventKind::StageDone {
+                step, stage, ms, ..
+            } => {
                 insert_stage(&mut tx, id, *step, stage, *ms).await?;
                 sqlx::query(
                     "UPDATE jobs SET status = 'running', status_rank = 1, updated_ms = $2 \
@@ -392,6 +394,14 @@ impl JobStore {
             }
         }
         Ok(ids)
+    }
+
+    /// Jobs accepted that have not ended.
+    pub async fn count_unfinished(&self) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE status_rank < 2")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")?.max(0) as u64)
     }
 
     /// Marks results whose TTL has passed as deleted; returns the jobs concerned.

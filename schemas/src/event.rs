@@ -44,6 +44,9 @@ pub enum EventKind {
         stage: String,
         /// Milliseconds spent in the stage.
         ms: f64,
+        /// The engine the stage ran, where its parameters name one (`restore`, `telea`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        engine: Option<String>,
     },
     /// The job finished and its result is in the blob store.
     Succeeded {
@@ -131,6 +134,7 @@ mod tests {
                 step: 3,
                 stage: "inpaint".into(),
                 ms: 1.5,
+                engine: Some("restore".into()),
             },
             EventKind::Succeeded {
                 result: BlobRef {

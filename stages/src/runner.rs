@@ -301,10 +301,17 @@ impl Runner {
         let broker_err = |e: unmark_broker::BrokerError| StageError::internal(e.to_string());
         let job = &next.job;
         let ms = next.timings.last().map_or(0.0, |t| t.ms);
+        let engine = job
+            .steps
+            .get(done.step as usize)
+            .and_then(|s| s.params.get("engine"))
+            .and_then(|e| e.as_str())
+            .map(str::to_owned);
         let stage_done = EventKind::StageDone {
             step: done.step,
             stage: self.stage.name().to_owned(),
             ms,
+            engine,
         };
         self.event(done, stage_done, &done.hop_id()).await?;
         if let Some(step) = job.steps.get(next.step as usize) {

@@ -1,0 +1,418 @@
+//! Rate limits, admission control and metrics on real `unmark serve` processes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::postgres::Postgres;
+
+/// Plans whose rate refills too slowly to matter during a test (one token a minute).
+const PLANS: &str = r#"
+[plans.metered]
+quota = 100000
+period = "month"
+requests_per_minute = 1
+burst = 10
+max_concurrent = 1000
+max_megapixels = 50.0
+priority = 0
+
+[plans.free]
+quota = 100000
+period = "month"
+requests_per_minute = 100000
+burst = 100000
+max_concurrent = 1000
+max_megapixels = 50.0
+priority = 0
+
+[plans.enterprise]
+quota = 100000
+period = "month"
+requests_per_minute = 100000
+burst = 100000
+max_concurrent = 1000
+max_megapixels = 50.0
+priority = 3
+"#;
+
+struct Setup {
+    env: Vec<(&'static str, String)>,
+}
+
+impl Setup {
+    fn new(data: &Path, extra: &[(&'static str, &str)]) -> Self {
+        let config = data.join("plans.toml");
+        std::fs::write(&config, PLANS).expect("write config");
+        let mut env = vec![
+            ("UNMARK_DATA_DIR", data.display().to_string()),
+            ("UNMARK_CONFIG", config.display().to_string()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        Self { env }
+    }
+
+    fn refs(&self) -> Vec<(&'static str, &str)> {
+        self.env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+
+    fn key(&self, name: &str, plan: &str) -> String {
+        let out = unmark()
+            .args(["keys", "create", "--name", name, "--plan", plan])
+            .envs(self.refs())
+            .output()
+            .expect("unmark keys create");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_owned()
+    }
+}
+
+fn image(w: u32, h: u32) -> (Vec<u8>, Vec<u8>) {
+    let image = png_of(w, h, |x, y| [(x % 251) as u8, (y % 241) as u8, 90]);
+    let mask = png_of(w, h, |x, y| if x < 8 && y < 8 { [255; 3] } else { [0; 3] });
+    (image, mask)
+}
+
+async fn post(
+    server: &Server,
+    key: Option<&str>,
+    (image, mask): (Vec<u8>, Vec<u8>),
+) -> reqwest::Response {
+    post_to(server, "/api/v1/remove-watermark", key, (image, mask), &[]).await
+}
+
+async fn post_to(
+    server: &Server,
+    path: &str,
+    key: Option<&str>,
+    (image, mask): (Vec<u8>, Vec<u8>),
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(server.url(path))
+        .multipart(form(image, Some(mask), &[]));
+    if let Some(k) = key {
+        request = request.header("X-API-Key", k);
+    }
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    request.send().await.expect("request")
+}
+
+/// Checks a refusal's headers and returns its body.
+async fn refused(response: reqwest::Response, status: u16) -> serde_json::Value {
+    let h = response.headers().clone();
+    for name in [
+        "retry-after",
+        "ratelimit-limit",
+        "ratelimit-remaining",
+        "ratelimit-reset",
+    ] {
+        assert!(h.contains_key(name), "no {name} in {h:?}");
+    }
+    problem(response, status).await
+}
+
+#[tokio::test]
+async fn a_large_image_spends_more_tokens_than_a_small_one() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let setup = Setup::new(data.path(), &[]);
+    let server = Server::start_in(data.path(), &setup.refs());
+    // Ten tokens: ten small images pass, the eleventh does not.
+    let small = setup.key("small", "metered");
+    for _ in 0..10 {
+        assert_eq!(
+            post(&server, Some(&small), image(64, 64))
+                .await
+                .status()
+                .as_u16(),
+            200
+        );
+    }
+    let body = refused(post(&server, Some(&small), image(64, 64)).await, 429).await;
+    assert!(
+        body["detail"].as_str().expect("d").contains("costs 1"),
+        "{body}"
+    );
+    // A 2000x2000 image costs four: two pass, the third finds two tokens left.
+    let large = setup.key("large", "metered");
+    for _ in 0..2 {
+        assert_eq!(
+            post(&server, Some(&large), image(2000, 2000))
+                .await
+                .status()
+                .as_u16(),
+            200
+        );
+    }
+    let response = post(&server, Some(&large), image(2000, 2000)).await;
+    assert_eq!(response.headers()["ratelimit-remaining"], "2");
+    let body = refused(response, 429).await;
+    assert!(
+        body["detail"].as_str().expect("d").contains("costs 4"),
+        "{body}"
+    );
+    assert_eq!(
+        post(&server, Some(&large), image(64, 64))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn the_ip_limit_comes_before_the_key_lookup() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let setup = Setup::new(
+        data.path(),
+        &[
+            ("UNMARK_RATE_LIMIT__PER_IP_PER_MINUTE", "1"),
+            ("UNMARK_RATE_LIMIT__PER_IP_BURST", "3"),
+            ("UNMARK_RATE_LIMIT__TRUSTED_PROXIES", "[\"127.0.0.1\"]"),
+        ],
+    );
+    let server = Server::start_in(data.path(), &setup.refs());
+    let from = |ip: &'static str| [("x-forwarded-for", ip)];
+    for _ in 0..3 {
+        let r = post_to(
+            &server,
+            "/api/v1/jobs",
+            None,
+            image(8, 8),
+            &from("203.0.113.1"),
+        )
+        .await;
+        assert_eq!(r.status().as_u16(), 401);
+    }
+    let r = post_to(
+        &server,
+        "/api/v1/jobs",
+        None,
+        image(8, 8),
+        &from("203.0.113.1"),
+    )
+    .await;
+    let body = refused(r, 429).await;
+    assert!(
+        body["detail"].as_str().expect("d").contains("203.0.113.1"),
+        "{body}"
+    );
+    // Another client behind the same trusted proxy has its own bucket.
+    let r = post_to(
+        &server,
+        "/api/v1/jobs",
+        None,
+        image(8, 8),
+        &from("203.0.113.2"),
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 401);
+    // Health and readiness are never limited.
+    for _ in 0..5 {
+        let r = reqwest::get(server.url("/api/v1/health"))
+            .await
+            .expect("health");
+        assert_eq!(r.status().as_u16(), 200);
+    }
+}
+
+#[tokio::test]
+async fn two_gateways_share_one_limit_through_postgres() {
+    let pg = Postgres::start();
+    let (a, b) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let setup_a = Setup::new(a.path(), &[("UNMARK_DATABASE_URL", &pg.url)]);
+    let setup_b = Setup::new(b.path(), &[("UNMARK_DATABASE_URL", &pg.url)]);
+    let first = Server::start_in(a.path(), &setup_a.refs());
+    let second = Server::start_in(b.path(), &setup_b.refs());
+    let key = setup_a.key("shared", "metered");
+    let mut passed = 0;
+    for i in 0..14 {
+        let server = if i % 2 == 0 { &first } else { &second };
+        match post(server, Some(&key), image(32, 32))
+            .await
+            .status()
+            .as_u16()
+        {
+            200 => passed += 1,
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(
+        passed, 10,
+        "the ten tokens of the plan, across both gateways"
+    );
+}
+
+/// Reads `/metrics` into a map of series to values.
+async fn scrape(server: &Server, token: Option<&str>) -> BTreeMap<String, f64> {
+    let mut request = reqwest::Client::new().get(server.url("/metrics"));
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let response = request.send().await.expect("scrape");
+    assert_eq!(response.status().as_u16(), 200);
+    let text = response.text().await.expect("text");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, series: &str) -> f64 {
+    after.get(series).copied().unwrap_or(0.0) - before.get(series).copied().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_move_by_the_expected_amounts() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let setup = Setup::new(
+        data.path(),
+        &[("UNMARK_SERVER__METRICS_TOKEN", "scrape-me")],
+    );
+    let server = Server::start_in(data.path(), &setup.refs());
+    let anonymous = reqwest::get(server.url("/metrics")).await.expect("scrape");
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let token = Some("scrape-me");
+    let key = setup.key("m", "metered");
+    let before = scrape(&server, token).await;
+
+    for _ in 0..2 {
+        assert_eq!(
+            post(&server, Some(&key), image(64, 64))
+                .await
+                .status()
+                .as_u16(),
+            200
+        );
+    }
+    let text = (b"plain text".to_vec(), image(8, 8).1);
+    assert_eq!(post(&server, Some(&key), text).await.status().as_u16(), 415);
+    assert_eq!(
+        post(&server, None, image(8, 8)).await.status().as_u16(),
+        401
+    );
+    // Seven tokens left on the plan: a 2000x2000 image twice spends eight.
+    assert_eq!(
+        post(&server, Some(&key), image(2000, 2000))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        post(&server, Some(&key), image(2000, 2000))
+            .await
+            .status()
+            .as_u16(),
+        429
+    );
+
+    let endpoint = |status: u16| {
+        format!("api_requests_total{{endpoint=\"/api/v1/remove-watermark\",status=\"{status}\"}}")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let after = scrape(&server, token).await;
+        // Stage metrics come from the job records, a moment after the answers.
+        if delta(&before, &after, "image_processing_seconds_count") >= 3.0 {
+            break after;
+        }
+        assert!(Instant::now() < deadline, "job metrics never arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(delta(&before, &after, &endpoint(200)), 3.0);
+    assert_eq!(delta(&before, &after, &endpoint(415)), 1.0);
+    assert_eq!(delta(&before, &after, &endpoint(401)), 1.0);
+    assert_eq!(delta(&before, &after, &endpoint(429)), 1.0);
+    assert_eq!(
+        delta(&before, &after, "rate_limited_total{layer=\"key\"}"),
+        1.0
+    );
+    assert_eq!(delta(&before, &after, "quota_exhausted_total"), 0.0);
+    assert_eq!(
+        delta(&before, &after, "image_processing_seconds_count"),
+        3.0
+    );
+    let inpaint = "model_inference_seconds_count{stage=\"inpaint\",engine=\"restore\"}";
+    assert_eq!(delta(&before, &after, inpaint), 3.0);
+    let decode = "model_inference_seconds_count{stage=\"decode\",engine=\"\"}";
+    assert_eq!(
+        delta(&before, &after, decode),
+        3.0,
+        "the failed decode is not a run"
+    );
+    assert!(after["process_resident_memory_bytes"] > 1e6);
+    assert!(
+        after.contains_key("stage_queue_depth{stage=\"inpaint\"}"),
+        "{after:?}"
+    );
+    assert!(after.contains_key("jobs_in_flight"));
+}
+
+#[tokio::test]
+async fn under_load_the_lowest_plan_is_turned_away_first() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let setup = Setup::new(
+        data.path(),
+        &[("UNMARK_RATE_LIMIT__ADMISSION_QUEUE_DEPTH", "2")],
+    );
+    // A server that never runs detect: accepted jobs pile up in front of it.
+    let data_arg = data.path().display().to_string();
+    let (proc, line) = spawn_unmark(
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--stages",
+            "decode,prescale",
+            "--data-dir",
+            &data_arg,
+        ],
+        &setup.refs(),
+        "listening on ",
+    );
+    let server = Server::own(proc, line.trim_start_matches("listening on ").to_owned());
+    let free = setup.key("free", "free");
+    let big = setup.key("big", "enterprise");
+    for _ in 0..2 {
+        let r = post_to(&server, "/api/v1/jobs", Some(&big), image(32, 32), &[]).await;
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while scrape(&server, None)
+        .await
+        .get("stage_queue_depth{stage=\"detect\"}")
+        .copied()
+        .unwrap_or(0.0)
+        < 2.0
+    {
+        assert!(Instant::now() < deadline, "the backlog never showed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = post_to(&server, "/api/v1/jobs", Some(&free), image(32, 32), &[]).await;
+    let body = refused(r, 503).await;
+    assert!(
+        body["detail"].as_str().expect("d").contains("busy"),
+        "{body}"
+    );
+    // Enterprise (priority 3) is admitted up to four times the depth.
+    let r = post_to(&server, "/api/v1/jobs", Some(&big), image(32, 32), &[]).await;
+    assert_eq!(r.status().as_u16(), 202);
+}
