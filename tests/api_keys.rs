@@ -318,3 +318,88 @@ async fn the_quota_boundary_holds_under_concurrency_on_postgres() {
     let pg = Postgres::start();
     quota_boundary(Some(&pg.url)).await;
 }
+
+async fn post_idempotent(server: &Server, key: &str, idem: &str, shade: u8) -> reqwest::Response {
+    let image = png_of(32, 32, |x, y| [(x * 8) as u8, (y * 8) as u8, shade]);
+    let mask = tiny_inputs().1;
+    // reqwest draws a new multipart boundary for every request.
+    reqwest::Client::new()
+        .post(server.url("/api/v1/remove-watermark"))
+        .header("X-API-Key", key)
+        .header("Idempotency-Key", idem)
+        .multipart(form(image, Some(mask), &[]))
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_replay_and_refuse_what_they_must() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let env = settings(data.path(), None);
+    let server = Server::start_in(data.path(), &refs(&env));
+    let key = create_key(&refs(&env), "retrying", "tiny", false);
+
+    let first = post_idempotent(&server, &key, "order-1", 10).await;
+    assert_eq!(first.status().as_u16(), 200);
+    assert!(!first.headers().contains_key("idempotent-replayed"));
+    let job = first.headers()["x-job-id"].clone();
+    let body = first.bytes().await.expect("body");
+    let again = post_idempotent(&server, &key, "order-1", 10).await;
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["x-job-id"], job);
+    assert_eq!(again.headers()["content-type"], "image/png");
+    assert_eq!(again.bytes().await.expect("body"), body);
+    // One job, one credit.
+    let u = settled_usage(&server, &key).await;
+    assert_eq!(
+        (u["quota"]["used"].clone(), u["today"]["requests"].clone()),
+        (1.into(), 1.into())
+    );
+
+    let other = post_idempotent(&server, &key, "order-1", 99).await;
+    let problem_body = problem(other, 422).await;
+    assert_eq!(
+        problem_body["type"],
+        "urn:unmark:problem:idempotency-mismatch"
+    );
+    let bad = post_idempotent(&server, &key, "with space", 10).await;
+    problem(bad, 400).await;
+    // Keys are per caller: another key may use the same one.
+    let neighbour = create_key(&refs(&env), "neighbour", "tiny", false);
+    let theirs = post_idempotent(&server, &neighbour, "order-1", 99).await;
+    assert_eq!(theirs.status().as_u16(), 200);
+
+    // A duplicate while the first is still being answered: on a server that never finishes
+    // a job and answers 202 after a 3 s wait, exactly one of two concurrent twins waits.
+    let slow_data = tempfile::tempdir().expect("tempdir");
+    let mut slow_env = settings(slow_data.path(), None);
+    slow_env.push(("UNMARK_SERVER__SYNC_TIMEOUT_SECS", "3".into()));
+    let data_arg = slow_data.path().display().to_string();
+    let (proc, line) = spawn_unmark(
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--stages",
+            "decode,prescale",
+            "--data-dir",
+            &data_arg,
+        ],
+        &refs(&slow_env),
+        "listening on ",
+    );
+    let slow = Server::own(proc, line.trim_start_matches("listening on ").to_owned());
+    let slow_key = create_key(&refs(&slow_env), "twin", "tiny", false);
+    let (a, b) = tokio::join!(
+        post_idempotent(&slow, &slow_key, "twins", 5),
+        post_idempotent(&slow, &slow_key, "twins", 5)
+    );
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [202, 409]);
+    let conflict = if a.status().as_u16() == 409 { a } else { b };
+    let body = problem(conflict, 409).await;
+    assert_eq!(body["type"], "urn:unmark:problem:idempotency-in-flight");
+}

@@ -24,6 +24,7 @@
 mod auth;
 mod error;
 mod form;
+mod idempotency;
 mod jobs;
 mod limits;
 mod metrics;

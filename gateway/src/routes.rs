@@ -13,7 +13,9 @@ use unmark_broker::{JobError, JobOutcome};
 use unmark_schemas::pipeline;
 
 use crate::auth::Caller;
-use crate::{ApiError, AppState, auth, form, jobs, limits, metrics, quota, request_id};
+use crate::{
+    ApiError, AppState, auth, form, idempotency, jobs, limits, metrics, quota, request_id,
+};
 
 pub(crate) fn build(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
@@ -25,6 +27,11 @@ pub(crate) fn build(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/events", get(jobs::events))
         .route("/api/v1/usage", get(quota::usage))
         .route("/api/v1/admin/usage", get(quota::all_usage))
+        // After authentication: idempotency keys are per caller.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::guard,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

@@ -46,3 +46,33 @@ CREATE TABLE rate_limits (
     bucket TEXT PRIMARY KEY,
     tat_us BIGINT NOT NULL
 );
+
+-- Idempotency-Key: the first answer to a key's request, replayed for 24 h.
+CREATE TABLE idempotency (
+    key_id       TEXT NOT NULL,
+    idem_key     TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    -- 'in_flight' until the first answer is stored, then 'done'.
+    state        TEXT NOT NULL,
+    status       BIGINT,
+    headers      TEXT,
+    body         BYTEA,
+    created_ms   BIGINT NOT NULL,
+    PRIMARY KEY (key_id, idem_key)
+);
+
+-- Webhook deliveries: one row a job with a callback_url, from its end until delivered or
+-- given up on.
+CREATE TABLE webhook_deliveries (
+    job_id      TEXT PRIMARY KEY,
+    url         TEXT NOT NULL,
+    key_id      TEXT,
+    state       TEXT NOT NULL,
+    attempts    BIGINT NOT NULL,
+    next_ms     BIGINT NOT NULL,
+    last_status BIGINT,
+    last_error  TEXT,
+    created_ms  BIGINT NOT NULL,
+    updated_ms  BIGINT NOT NULL
+);
+CREATE INDEX webhook_due ON webhook_deliveries (state, next_ms);

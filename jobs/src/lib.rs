@@ -36,6 +36,7 @@
 //! ```
 
 pub mod accounts;
+pub mod idempotency;
 pub mod limits;
 mod recorder;
 mod store;

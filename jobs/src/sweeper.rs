@@ -80,6 +80,8 @@ pub async fn sweep(
         )
         .await?;
     report.stale_failed = stale.len();
+    // Idempotent answers are kept for a day, whatever the result TTL.
+    store.idempotency_expire(now_ms - 24 * 3_600_000).await?;
     for (id, group) in blobs.jobs().await? {
         let doomed = doomed_keys(store, config, &id, &group, now, now_ms).await?;
         for key in doomed {
