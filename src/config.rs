@@ -30,6 +30,7 @@ pub(crate) struct Config {
     /// Plans by name, added to (or replacing) the shipped free, basic, pro and enterprise.
     pub(crate) plans: BTreeMap<String, Plan>,
     pub(crate) rate_limit: RateLimit,
+    pub(crate) webhooks: Webhooks,
     pub(crate) limits: DecodeParams,
     pub(crate) defaults: Defaults,
     pub(crate) runner: Runner,
@@ -174,6 +175,38 @@ impl Default for RateLimit {
             per_ip_burst: per_ip.burst,
             trusted_proxies: d.trusted_proxies,
             admission_queue_depth: d.admission_queue_depth,
+        }
+    }
+}
+
+/// `[webhooks]`: delivery of job outcomes to `callback_url`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Webhooks {
+    /// Allow callbacks to loopback, private and link-local addresses.
+    pub(crate) allow_private: bool,
+    /// Attempts before a delivery is given up on.
+    pub(crate) max_attempts: u32,
+    /// Milliseconds before the second attempt; doubled after each failure.
+    pub(crate) initial_backoff_ms: u64,
+    /// Longest wait between attempts, in seconds.
+    pub(crate) max_backoff_secs: u64,
+    /// Seconds one attempt may take.
+    pub(crate) timeout_secs: u64,
+    /// Signs webhooks of jobs submitted without a database key.
+    pub(crate) secret: String,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        let d = unmark_gateway::WebhookConfig::default();
+        Self {
+            allow_private: d.allow_private,
+            max_attempts: d.max_attempts,
+            initial_backoff_ms: d.initial_backoff.as_millis() as u64,
+            max_backoff_secs: d.max_backoff.as_secs(),
+            timeout_secs: d.timeout.as_secs(),
+            secret: d.secret,
         }
     }
 }
@@ -366,6 +399,7 @@ impl Config {
                 admission_queue_depth: self.rate_limit.admission_queue_depth,
             },
             metrics_token: Some(self.server.metrics_token.clone()).filter(|t| !t.is_empty()),
+            webhooks: self.webhook_config(),
         }
     }
 
@@ -374,6 +408,19 @@ impl Config {
         let mut plans = unmark_jobs::accounts::default_plans();
         plans.extend(self.plans.clone());
         plans
+    }
+
+    /// Webhook delivery settings.
+    pub(crate) fn webhook_config(&self) -> unmark_gateway::WebhookConfig {
+        let w = &self.webhooks;
+        unmark_gateway::WebhookConfig {
+            allow_private: w.allow_private,
+            max_attempts: w.max_attempts.max(1),
+            initial_backoff: Duration::from_millis(w.initial_backoff_ms),
+            max_backoff: Duration::from_secs(w.max_backoff_secs),
+            timeout: Duration::from_secs(w.timeout_secs.max(1)),
+            secret: w.secret.clone(),
+        }
     }
 
     /// The job database's URL.

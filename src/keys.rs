@@ -65,6 +65,7 @@ pub(crate) async fn run(config: &Config, command: KeysCommand) -> Result<ExitCod
                 made.record.id,
                 if admin { " (admin)" } else { "" }
             );
+            eprintln!("webhook secret: {}", made.record.webhook_secret);
         }
         KeysCommand::List => {
             println!(

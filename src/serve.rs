@@ -46,6 +46,10 @@ pub(crate) async fn serve(config: Config, stages: &str) -> Result<()> {
         });
     }
     tokio::spawn(refresh_gauges(jobs.clone(), metrics.clone()));
+    tokio::spawn(unmark_gateway::deliver_forever(
+        jobs.clone(),
+        config.webhook_config(),
+    ));
     match jobs.recover().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(jobs = n, "started unfinished jobs again"),

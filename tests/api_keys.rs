@@ -403,3 +403,169 @@ async fn idempotency_keys_replay_and_refuse_what_they_must() {
     let body = problem(conflict, 409).await;
     assert_eq!(body["type"], "urn:unmark:problem:idempotency-in-flight");
 }
+
+/// A webhook receiver in this process: `/ok` answers 200, `/fail` 500; every request kept.
+struct Receiver {
+    base: String,
+    hits: std::sync::Arc<std::sync::Mutex<Vec<(String, axum::http::HeaderMap, bytes::Bytes)>>>,
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        use axum::routing::post;
+        let hits: std::sync::Arc<std::sync::Mutex<Vec<_>>> = Default::default();
+        let keep = |status: u16| {
+            let hits = hits.clone();
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: bytes::Bytes| {
+                let hits = hits.clone();
+                async move {
+                    hits.lock()
+                        .expect("lock")
+                        .push((uri.path().to_owned(), headers, body));
+                    axum::http::StatusCode::from_u16(status).expect("status")
+                }
+            }
+        };
+        let app = axum::Router::new()
+            .route("/ok", post(keep(200)))
+            .route("/fail", post(keep(500)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { base, hits }
+    }
+
+    fn hits(&self, path: &str) -> Vec<(axum::http::HeaderMap, bytes::Bytes)> {
+        let hits = self.hits.lock().expect("lock");
+        hits.iter()
+            .filter(|(p, ..)| p == path)
+            .map(|(_, h, b)| (h.clone(), b.clone()))
+            .collect()
+    }
+}
+
+/// Polls a job's record until its webhook is no longer pending.
+async fn webhook_outcome(server: &Server, key: &str, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let job: Value = reqwest::Client::new()
+            .get(server.url(&format!("/api/v1/jobs/{id}")))
+            .header("X-API-Key", key)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json");
+        let state = job["webhook"]["state"].as_str().unwrap_or("");
+        if state == "delivered" || state == "failed" {
+            return job;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "webhook still pending: {job}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn submit_with_callback(server: &Server, key: &str, url: &str) -> reqwest::Response {
+    let (image, mask) = tiny_inputs();
+    reqwest::Client::new()
+        .post(server.url("/api/v1/jobs"))
+        .header("X-API-Key", key)
+        .multipart(form(image, Some(mask), &[("callback_url", url)]))
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_signed_retried_and_given_up_on() {
+    use hmac::Mac;
+    let receiver = Receiver::start().await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut env = settings(data.path(), None);
+    env.extend([
+        ("UNMARK_WEBHOOKS__ALLOW_PRIVATE", "true".to_owned()),
+        ("UNMARK_WEBHOOKS__INITIAL_BACKOFF_MS", "100".to_owned()),
+        ("UNMARK_WEBHOOKS__MAX_ATTEMPTS", "3".to_owned()),
+    ]);
+    let server = Server::start_in(data.path(), &refs(&env));
+    let out = unmark()
+        .args(["keys", "create", "--name", "hooked", "--plan", "tiny"])
+        .envs(refs(&env))
+        .output()
+        .expect("keys create");
+    let key = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
+    let stderr = String::from_utf8(out.stderr).expect("utf8");
+    let secret = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("webhook secret: "))
+        .expect("the secret is printed")
+        .to_owned();
+
+    // Delivered once, verifiable with the documented signature.
+    let accepted: Value = submit_with_callback(&server, &key, &format!("{}/ok", receiver.base))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = accepted["id"].as_str().expect("id").to_owned();
+    let job = webhook_outcome(&server, &key, &id).await;
+    assert_eq!(job["webhook"]["state"], "delivered", "{job}");
+    assert_eq!(job["webhook"]["attempts"], 1);
+    assert_eq!(job["webhook"]["last_status"], 200);
+    let hits = receiver.hits("/ok");
+    assert_eq!(hits.len(), 1);
+    let (headers, body) = &hits[0];
+    let signature = headers["unmark-signature"].to_str().expect("signature");
+    let (t, v1) = signature
+        .strip_prefix("t=")
+        .and_then(|s| s.split_once(",v1="))
+        .expect("t=...,v1=...");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("mac");
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    assert_eq!(
+        hex::encode(mac.finalize().into_bytes()),
+        v1,
+        "the signature does not verify"
+    );
+    let payload: Value = serde_json::from_slice(body).expect("json");
+    assert_eq!(payload["type"], "job.succeeded");
+    assert_eq!(payload["job"]["id"], id);
+    assert_eq!(payload["job"]["status"], "succeeded");
+    assert_eq!(headers["unmark-event"], "job.succeeded");
+
+    // A receiver that keeps failing is retried, then given up on.
+    let accepted: Value = submit_with_callback(&server, &key, &format!("{}/fail", receiver.base))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = accepted["id"].as_str().expect("id").to_owned();
+    let job = webhook_outcome(&server, &key, &id).await;
+    assert_eq!(job["webhook"]["state"], "failed", "{job}");
+    assert_eq!(job["webhook"]["attempts"], 3);
+    assert_eq!(job["webhook"]["last_status"], 500);
+    assert_eq!(receiver.hits("/fail").len(), 3);
+
+    // Without the operator's allowance, loopback callbacks are refused at submission.
+    let strict_data = tempfile::tempdir().expect("tempdir");
+    let strict_env = settings(strict_data.path(), None);
+    let strict = Server::start_in(strict_data.path(), &refs(&strict_env));
+    let strict_key = create_key(&refs(&strict_env), "strict", "tiny", false);
+    let refused =
+        submit_with_callback(&strict, &strict_key, &format!("{}/ok", receiver.base)).await;
+    let body = problem(refused, 400).await;
+    assert!(
+        body["detail"].as_str().expect("d").contains("private"),
+        "{body}"
+    );
+}

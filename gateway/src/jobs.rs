@@ -51,7 +51,7 @@ fn merge(into: &mut Value, from: Value) {
 }
 
 /// A job record as the API shows it.
-fn view(job: &JobRecord) -> Value {
+pub(crate) fn view(job: &JobRecord) -> Value {
     let mut body = json!({
         "id": job.id,
         "pipeline": job.pipeline,
@@ -133,6 +133,11 @@ pub(crate) async fn submit(
     let mut inputs = vec![("input", job.image)];
     if let Some(mask) = job.mask {
         inputs.push(("mask_input", mask));
+    }
+    if let Some(url) = &job.callback_url {
+        crate::webhooks::check_destination(url, &state.config.webhooks)
+            .await
+            .map_err(|why| ApiError::bad_request(why).with_request_id(rid.clone()))?;
     }
     let held = quota::hold(&state, &caller, cost, &rid).await?;
     let submitted = state
@@ -241,7 +246,15 @@ pub(crate) async fn status(
     headers: axum::http::HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let rid = request_id(&headers);
-    Ok(Json(view(&record(&state, &id, &rid).await?)))
+    let mut body = view(&record(&state, &id, &rid).await?);
+    let webhook = state
+        .jobs
+        .store()
+        .webhook_state(&id)
+        .await
+        .map_err(|e| ApiError::internal(e, rid))?;
+    body["webhook"] = serde_json::to_value(webhook).unwrap_or_default();
+    Ok(Json(body))
 }
 
 /// `GET /api/v1/jobs/{id}/result`: the image, or why there is none.

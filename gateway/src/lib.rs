@@ -30,6 +30,7 @@ mod limits;
 mod metrics;
 mod quota;
 mod routes;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,6 +45,7 @@ use unmark_schemas::params::WatermarkOptions;
 pub use error::ApiError;
 pub use limits::RateLimitConfig;
 pub use metrics::Metrics;
+pub use webhooks::{WebhookConfig, deliver_forever};
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]
@@ -66,6 +68,8 @@ pub struct GatewayConfig {
     pub rate_limit: RateLimitConfig,
     /// When set, `GET /metrics` needs it as `Authorization: Bearer`.
     pub metrics_token: Option<String>,
+    /// Webhook delivery.
+    pub webhooks: WebhookConfig,
 }
 
 impl Default for GatewayConfig {
@@ -81,6 +85,7 @@ impl Default for GatewayConfig {
             static_key_plan: "enterprise".into(),
             rate_limit: RateLimitConfig::default(),
             metrics_token: None,
+            webhooks: WebhookConfig::default(),
         }
     }
 }

@@ -147,6 +147,11 @@ async fn remove_watermark(
         inputs.push(("mask_input", mask));
     }
     let steps = pipeline::remove_watermark(&options);
+    if let Some(url) = &request.callback_url {
+        crate::webhooks::check_destination(url, &state.config.webhooks)
+            .await
+            .map_err(|why| ApiError::bad_request(why).with_request_id(rid.clone()))?;
+    }
     let held = quota::hold(&state, &caller, cost, &rid).await?;
     let submitted = state
         .jobs

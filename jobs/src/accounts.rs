@@ -537,14 +537,15 @@ pub(crate) async fn count_request(
     Ok(())
 }
 
-/// Settles a job that just ended: its usage, and its reserved credit (charged on success,
-/// given back on failure). Called once per job, by the update that ended it.
+/// Settles a job that just ended: its webhook, its usage, and its reserved credit (charged
+/// on success, given back on failure). Called once per job, by the update that ended it.
 pub(crate) async fn settle(
     conn: &mut sqlx::AnyConnection,
     job_id: &str,
     succeeded: bool,
     at_ms: i64,
 ) -> Result<(), sqlx::Error> {
+    crate::webhooks::enqueue(&mut *conn, job_id, at_ms).await?;
     let Some(row) = sqlx::query("SELECT key_id, quota_period, created_ms FROM jobs WHERE id = $1")
         .bind(job_id)
         .fetch_optional(&mut *conn)

@@ -42,6 +42,7 @@ mod recorder;
 mod store;
 mod submit;
 mod sweeper;
+pub mod webhooks;
 
 use serde::Serialize;
 
