@@ -49,6 +49,11 @@ if [ "$mode" = "--test" ]; then
         echo "setup: installing moto[server] (PyPI)"
         python3 -m pip install -q "moto[server]"
     }
+    # The OpenAPI conformance test.
+    python3 -c "import schemathesis" 2>/dev/null || {
+        echo "setup: installing schemathesis (PyPI)"
+        python3 -m pip install -q schemathesis
+    }
     command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 fi
 

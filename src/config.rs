@@ -183,6 +183,8 @@ impl Default for RateLimit {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Webhooks {
+    /// Deliver webhooks; when off, `callback_url` is only kept with the job.
+    pub(crate) enabled: bool,
     /// Allow callbacks to loopback, private and link-local addresses.
     pub(crate) allow_private: bool,
     /// Attempts before a delivery is given up on.
@@ -201,6 +203,7 @@ impl Default for Webhooks {
     fn default() -> Self {
         let d = unmark_gateway::WebhookConfig::default();
         Self {
+            enabled: d.enabled,
             allow_private: d.allow_private,
             max_attempts: d.max_attempts,
             initial_backoff_ms: d.initial_backoff.as_millis() as u64,
@@ -414,6 +417,7 @@ impl Config {
     pub(crate) fn webhook_config(&self) -> unmark_gateway::WebhookConfig {
         let w = &self.webhooks;
         unmark_gateway::WebhookConfig {
+            enabled: w.enabled,
             allow_private: w.allow_private,
             max_attempts: w.max_attempts.max(1),
             initial_backoff: Duration::from_millis(w.initial_backoff_ms),

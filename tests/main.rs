@@ -10,6 +10,7 @@ mod common;
 mod deploy;
 mod jobs_store;
 mod nats;
+mod openapi;
 mod pipeline;
 mod postgres;
 mod procs;

@@ -28,6 +28,7 @@ mod idempotency;
 mod jobs;
 mod limits;
 mod metrics;
+mod openapi;
 mod quota;
 mod routes;
 mod webhooks;

@@ -174,11 +174,13 @@ async fn report(
     let store = state.jobs.store();
     let now = now_ms() as i64;
     let internal = |e| ApiError::internal(e, None);
-    let usage = store.usage(key_id, now).await.map_err(internal)?;
+    // The quota first: a job's end updates both in one transaction, so counts read after
+    // the quota include every job the quota no longer holds a credit for.
     let quota = store
         .quota_state(key_id, plan, now)
         .await
         .map_err(internal)?;
+    let usage = store.usage(key_id, now).await.map_err(internal)?;
     Ok(json!({
         "key_id": key_id,
         "plan": plan_name,

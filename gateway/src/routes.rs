@@ -14,7 +14,7 @@ use unmark_schemas::pipeline;
 
 use crate::auth::Caller;
 use crate::{
-    ApiError, AppState, auth, form, idempotency, jobs, limits, metrics, quota, request_id,
+    ApiError, AppState, auth, form, idempotency, jobs, limits, metrics, openapi, quota, request_id,
 };
 
 pub(crate) fn build(state: AppState) -> Router {
@@ -45,6 +45,7 @@ pub(crate) fn build(state: AppState) -> Router {
         .route("/api/v1/health", get(health))
         .route("/api/v1/ready", get(jobs::ready))
         .route("/metrics", get(metrics::scrape))
+        .route("/api/v1/openapi.json", get(openapi::serve))
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

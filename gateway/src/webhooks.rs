@@ -18,6 +18,8 @@ use unmark_jobs::webhooks::{Attempt, Due};
 /// Settings of webhook delivery (the `[webhooks]` section).
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookConfig {
+    /// Deliver webhooks at all; when off, `callback_url` is only kept with the job.
+    pub enabled: bool,
     /// Allow callbacks to loopback, private and link-local addresses (off in production:
     /// a customer must not reach the operator's network through us).
     pub allow_private: bool,
@@ -36,6 +38,7 @@ pub struct WebhookConfig {
 impl Default for WebhookConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             allow_private: false,
             max_attempts: 10,
             initial_backoff: Duration::from_secs(2),
@@ -71,7 +74,7 @@ fn private(ip: IpAddr) -> bool {
 
 /// Checks where a callback URL leads: `Err` names why it may not be used.
 pub(crate) async fn check_destination(url: &str, config: &WebhookConfig) -> Result<(), String> {
-    if config.allow_private {
+    if config.allow_private || !config.enabled {
         return Ok(());
     }
     let rest = url
@@ -123,6 +126,10 @@ pub(crate) fn signature(secret: &str, unix_secs: u64, body: &[u8]) -> String {
 
 /// Delivers due webhooks until the process ends.
 pub async fn deliver_forever(jobs: Jobs, config: WebhookConfig) {
+    if !config.enabled {
+        tracing::info!("webhook delivery is off ([webhooks] enabled = false)");
+        return;
+    }
     let client = match reqwest::Client::builder()
         .timeout(config.timeout)
         .redirect(reqwest::redirect::Policy::none())
