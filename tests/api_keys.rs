@@ -133,10 +133,10 @@ async fn settled_usage(server: &Server, key: &str) -> Value {
     }
 }
 
-#[tokio::test]
-async fn every_endpoint_needs_a_live_key() {
+/// Every endpoint but health, ready (and metrics) refuses a missing, wrong or revoked key.
+async fn every_endpoint_needs_a_live_key(database: Option<&str>) {
     let data = tempfile::tempdir().expect("tempdir");
-    let env = settings(data.path(), None);
+    let env = settings(data.path(), database);
     let server = Server::start_in(data.path(), &refs(&env));
     let alice = create_key(&refs(&env), "alice", "pro", false);
     let revoked = create_key(&refs(&env), "mallory", "pro", false);
@@ -333,10 +333,9 @@ async fn post_idempotent(server: &Server, key: &str, idem: &str, shade: u8) -> r
         .expect("request")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_keys_replay_and_refuse_what_they_must() {
+async fn idempotency_keys_replay_and_refuse_what_they_must(database: Option<&str>) {
     let data = tempfile::tempdir().expect("tempdir");
-    let env = settings(data.path(), None);
+    let env = settings(data.path(), database);
     let server = Server::start_in(data.path(), &refs(&env));
     let key = create_key(&refs(&env), "retrying", "tiny", false);
 
@@ -374,7 +373,7 @@ async fn idempotency_keys_replay_and_refuse_what_they_must() {
     // A duplicate while the first is still being answered: on a server that never finishes
     // a job and answers 202 after a 3 s wait, exactly one of two concurrent twins waits.
     let slow_data = tempfile::tempdir().expect("tempdir");
-    let mut slow_env = settings(slow_data.path(), None);
+    let mut slow_env = settings(slow_data.path(), database);
     slow_env.push(("UNMARK_SERVER__SYNC_TIMEOUT_SECS", "3".into()));
     let data_arg = slow_data.path().display().to_string();
     let (proc, line) = spawn_unmark(
@@ -482,12 +481,11 @@ async fn submit_with_callback(server: &Server, key: &str, url: &str) -> reqwest:
         .expect("request")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhooks_are_signed_retried_and_given_up_on() {
+async fn webhooks_are_signed_retried_and_given_up_on(database: Option<&str>) {
     use hmac::Mac;
     let receiver = Receiver::start().await;
     let data = tempfile::tempdir().expect("tempdir");
-    let mut env = settings(data.path(), None);
+    let mut env = settings(data.path(), database);
     env.extend([
         ("UNMARK_WEBHOOKS__ALLOW_PRIVATE", "true".to_owned()),
         ("UNMARK_WEBHOOKS__INITIAL_BACKOFF_MS", "100".to_owned()),
@@ -568,4 +566,28 @@ async fn webhooks_are_signed_retried_and_given_up_on() {
         body["detail"].as_str().expect("d").contains("private"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn keys_on_sqlite() {
+    every_endpoint_needs_a_live_key(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_on_sqlite() {
+    idempotency_keys_replay_and_refuse_what_they_must(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_on_sqlite() {
+    webhooks_are_signed_retried_and_given_up_on(None).await;
+}
+
+/// The same proofs with the records, keys, quotas and deliveries in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_idempotency_and_webhooks_on_postgres() {
+    let pg = Postgres::start();
+    every_endpoint_needs_a_live_key(Some(&pg.url)).await;
+    idempotency_keys_replay_and_refuse_what_they_must(Some(&pg.url)).await;
+    webhooks_are_signed_retried_and_given_up_on(Some(&pg.url)).await;
 }

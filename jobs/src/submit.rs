@@ -85,15 +85,29 @@ impl Jobs {
         Ok(id)
     }
 
-    /// Starts again every recorded job that has not ended and of which the broker holds no
-    /// event: after a crash of the in-process broker that is every unfinished job; on
+    /// Starts again every recorded job that has not ended, of which the broker holds no event
+    /// and whose inputs are in this gateway's blob store: after a crash of the in-process broker that is every unfinished job; on
     /// JetStream, only a job whose gateway died between recording and starting it. Starting
     /// a job twice is harmless. Returns how many were started.
     pub async fn recover(&self) -> Result<usize, SubmitError> {
         let mut started = 0;
-        for spec in self.store.unfinished().await? {
+        'jobs: for spec in self.store.unfinished().await? {
             if self.client.last_event(&spec.id).await?.is_some() {
                 continue;
+            }
+            // Only a job whose inputs this gateway can read: a database shared by gateways
+            // with separate blob stores holds the others' jobs too.
+            for input in spec.inputs.values() {
+                if !self
+                    .client
+                    .blobs()
+                    .exists(&input.key)
+                    .await
+                    .unwrap_or(false)
+                {
+                    tracing::debug!(job_id = %spec.id, "not restarting a job whose inputs are elsewhere");
+                    continue 'jobs;
+                }
             }
             tracing::info!(job_id = %spec.id, "starting an unfinished job again");
             self.client.start(spec).await?;
