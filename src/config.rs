@@ -528,7 +528,10 @@ mod tests {
         assert_eq!(config.sweep(), Config::default().sweep());
         assert_eq!(config.all_plans(), unmark_jobs::accounts::default_plans());
         assert_eq!(config.webhook_config(), Config::default().webhook_config());
-        assert_eq!(config.gateway().rate_limit, Config::default().gateway().rate_limit);
+        assert_eq!(
+            config.gateway().rate_limit,
+            Config::default().gateway().rate_limit
+        );
         assert_eq!(
             config.database.max_connections,
             Database::default().max_connections

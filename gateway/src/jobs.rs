@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures::Stream;
 use serde_json::{Value, json};
 use unmark_broker::{JobHandle, subjects};
+use unmark_jobs::accounts::Reservation;
 use unmark_jobs::{JobRecord, JobStatus, SubmitError};
 use unmark_schemas::{
     BlobRef, EventKind, FailureReason, InputRef, JobEvent, JobId, StageTiming, SubmitRequest,
@@ -33,15 +34,59 @@ pub(crate) fn links(id: &str) -> Value {
     })
 }
 
-/// The 202 answer for an accepted job that has not finished.
-pub(crate) fn accepted(id: &str) -> Response {
+/// The 202 answer for an accepted job that has not finished; `X-Quota-Remaining` when it
+/// holds a credit.
+pub(crate) fn accepted(id: &str, held: Option<&Reservation>) -> Response {
     let mut body = json!({ "id": id, "status": JobStatus::Queued.as_str() });
     merge(&mut body, links(id));
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    let headers = response.headers_mut();
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/jobs/{id}")) {
-        response.headers_mut().insert(header::LOCATION, location);
+        headers.insert(header::LOCATION, location);
+    }
+    if let Some(r) = held {
+        headers.insert("x-quota-remaining", HeaderValue::from(r.remaining));
     }
     response
+}
+
+/// Checks the callback, admits the caller (load, concurrency, rate, quota) and submits the
+/// job; a credit held for a job that does not start is given back.
+pub(crate) async fn admit_and_submit(
+    state: &AppState,
+    caller: &Caller,
+    job: form::WatermarkForm,
+    rid: &Option<String>,
+) -> Result<(JobId, Option<Reservation>), ApiError> {
+    let options = quota::within_plan(caller, job.options);
+    let cost = crate::limits::cost(&job.image, options.decode.max_megapixels);
+    if let Some(url) = &job.callback_url {
+        crate::webhooks::check_destination(url, &state.config.webhooks)
+            .await
+            .map_err(|why| ApiError::bad_request(why).with_request_id(rid.clone()))?;
+    }
+    let mut inputs = vec![("input", job.image)];
+    if let Some(mask) = job.mask {
+        inputs.push(("mask_input", mask));
+    }
+    let held = quota::hold(state, caller, cost, rid).await?;
+    let submitted = state
+        .jobs
+        .submit(
+            pipeline::REMOVE_WATERMARK,
+            pipeline::remove_watermark(&options),
+            inputs,
+            job.callback_url.as_deref(),
+            quota::owner(caller, &held),
+        )
+        .await;
+    match submitted {
+        Ok(id) => Ok((id, held)),
+        Err(e) => {
+            quota::release(state, caller, &held).await;
+            Err(submit_error(e, rid.clone()))
+        }
+    }
 }
 
 fn merge(into: &mut Value, from: Value) {
@@ -128,42 +173,8 @@ pub(crate) async fn submit(
         )
         .with_request_id(rid));
     };
-    let options = quota::within_plan(&caller, job.options);
-    let cost = crate::limits::cost(&job.image, options.decode.max_megapixels);
-    let mut inputs = vec![("input", job.image)];
-    if let Some(mask) = job.mask {
-        inputs.push(("mask_input", mask));
-    }
-    if let Some(url) = &job.callback_url {
-        crate::webhooks::check_destination(url, &state.config.webhooks)
-            .await
-            .map_err(|why| ApiError::bad_request(why).with_request_id(rid.clone()))?;
-    }
-    let held = quota::hold(&state, &caller, cost, &rid).await?;
-    let submitted = state
-        .jobs
-        .submit(
-            pipeline::REMOVE_WATERMARK,
-            pipeline::remove_watermark(&options),
-            inputs,
-            job.callback_url.as_deref(),
-            quota::owner(&caller, &held),
-        )
-        .await;
-    let id = match submitted {
-        Ok(id) => id,
-        Err(e) => {
-            quota::release(&state, &caller, &held).await;
-            return Err(submit_error(e, rid));
-        }
-    };
-    let mut response = accepted(id.as_str());
-    if let Some(r) = &held
-        && let Ok(v) = HeaderValue::from_str(&r.remaining.to_string())
-    {
-        response.headers_mut().insert("x-quota-remaining", v);
-    }
-    Ok(response)
+    let (id, held) = admit_and_submit(&state, &caller, job, &rid).await?;
+    Ok(accepted(id.as_str(), held.as_ref()))
 }
 
 /// A JSON submission: inline inputs only. (Blob keys are for NATS clients inside the

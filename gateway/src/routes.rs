@@ -10,7 +10,6 @@ use axum::{Json, Router};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use unmark_broker::{JobError, JobOutcome};
-use unmark_schemas::pipeline;
 
 use crate::auth::Caller;
 use crate::{
@@ -141,36 +140,7 @@ async fn remove_watermark(
     let request = form::parse(multipart, &config.defaults, config.max_body_bytes)
         .await
         .map_err(|e| e.with_request_id(rid.clone()))?;
-    let options = quota::within_plan(&caller, request.options);
-    let cost = crate::limits::cost(&request.image, options.decode.max_megapixels);
-    let mut inputs = vec![("input", request.image)];
-    if let Some(mask) = request.mask {
-        inputs.push(("mask_input", mask));
-    }
-    let steps = pipeline::remove_watermark(&options);
-    if let Some(url) = &request.callback_url {
-        crate::webhooks::check_destination(url, &state.config.webhooks)
-            .await
-            .map_err(|why| ApiError::bad_request(why).with_request_id(rid.clone()))?;
-    }
-    let held = quota::hold(&state, &caller, cost, &rid).await?;
-    let submitted = state
-        .jobs
-        .submit(
-            pipeline::REMOVE_WATERMARK,
-            steps,
-            inputs,
-            request.callback_url.as_deref(),
-            quota::owner(&caller, &held),
-        )
-        .await;
-    let id = match submitted {
-        Ok(id) => id,
-        Err(e) => {
-            quota::release(&state, &caller, &held).await;
-            return Err(jobs::submit_error(e, rid));
-        }
-    };
+    let (id, held) = jobs::admit_and_submit(&state, &caller, request, &rid).await?;
     let client = state.jobs.client();
     let mut job = client
         .follow(id.clone())
@@ -208,15 +178,7 @@ async fn remove_watermark(
             reason, message, ..
         }) => Err(ApiError::from_failure(reason, message, rid.clone())),
         // Still running: the job goes on, and the client follows it like an async one.
-        Err(JobError::TimedOut(..)) => {
-            let mut response = jobs::accepted(id.as_str());
-            if let Some(r) = &held
-                && let Ok(v) = HeaderValue::from_str(&r.remaining.to_string())
-            {
-                response.headers_mut().insert("x-quota-remaining", v);
-            }
-            return Ok(response);
-        }
+        Err(JobError::TimedOut(..)) => return Ok(jobs::accepted(id.as_str(), held.as_ref())),
         Err(other) => Err(ApiError::internal(other, rid.clone())),
     };
     // The client has its answer: nothing of the job is kept.
