@@ -369,3 +369,57 @@ async fn the_sweeper_deletes_only_what_nobody_can_ask_for() {
     let busy = store.get("busy").await.expect("get").expect("row");
     assert_eq!(busy.status, JobStatus::Failed);
 }
+
+#[tokio::test]
+async fn rate_limits_follow_gcra_and_forget_full_buckets() {
+    use unmark_jobs::limits::Rate;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("unmark.db").display());
+    let store = JobStore::open(&url, 2).await.expect("open");
+    // One token a second, five at once.
+    let rate = Rate {
+        per_minute: 60,
+        burst: 5,
+    };
+    let t0 = 1_000_000_000_000_i64;
+    let first = store.take_tokens("k", 3, rate, t0).await.expect("take");
+    assert!(first.allowed);
+    assert_eq!((first.remaining, first.reset_secs), (2, 3));
+    let second = store.take_tokens("k", 3, rate, t0).await.expect("take");
+    assert!(!second.allowed);
+    assert_eq!(second.retry_after_secs, 1, "one token short: a second");
+    assert!(
+        store
+            .take_tokens("k", 2, rate, t0)
+            .await
+            .expect("take")
+            .allowed
+    );
+    // Two seconds later two tokens are back; the bucket is full again at t0 + 7 s.
+    let later = store
+        .take_tokens("k", 2, rate, t0 + 2_000_000)
+        .await
+        .expect("take");
+    assert!(later.allowed);
+    assert_eq!(later.remaining, 0);
+    assert_eq!(
+        store
+            .forget_full_buckets(t0 + 6_000_000)
+            .await
+            .expect("forget"),
+        0
+    );
+    assert_eq!(
+        store
+            .forget_full_buckets(t0 + 8_000_000)
+            .await
+            .expect("forget"),
+        1
+    );
+    // A forgotten bucket starts full.
+    let fresh = store
+        .take_tokens("k", 5, rate, t0 + 8_000_000)
+        .await
+        .expect("take");
+    assert!(fresh.allowed);
+}

@@ -34,6 +34,16 @@ fn ceil_secs(us: i64) -> u64 {
 }
 
 impl JobStore {
+    /// Forgets buckets that are full again (their state says nothing any more); returns how
+    /// many.
+    pub async fn forget_full_buckets(&self, now_us: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM rate_limits WHERE tat_us < $1")
+            .bind(now_us)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Spends `cost` tokens of `bucket`, or refuses. A cost above the burst is charged as
     /// the burst, so that any request can pass on an idle bucket.
     pub async fn take_tokens(

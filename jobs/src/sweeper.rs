@@ -82,6 +82,9 @@ pub async fn sweep(
     report.stale_failed = stale.len();
     // Idempotent answers are kept for a day, whatever the result TTL.
     store.idempotency_expire(now_ms - 24 * 3_600_000).await?;
+    store
+        .forget_full_buckets(now_ms.saturating_mul(1000))
+        .await?;
     for (id, group) in blobs.jobs().await? {
         let doomed = doomed_keys(store, config, &id, &group, now, now_ms).await?;
         for key in doomed {
