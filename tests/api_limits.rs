@@ -27,6 +27,24 @@ max_concurrent = 1000
 max_megapixels = 50.0
 priority = 0
 
+[plans.three]
+quota = 100000
+period = "month"
+requests_per_minute = 100000
+burst = 100000
+max_concurrent = 3
+max_megapixels = 50.0
+priority = 0
+
+[plans.one]
+quota = 100000
+period = "month"
+requests_per_minute = 100000
+burst = 100000
+max_concurrent = 1
+max_megapixels = 50.0
+priority = 0
+
 [plans.enterprise]
 quota = 100000
 period = "month"
@@ -415,4 +433,62 @@ async fn under_load_the_lowest_plan_is_turned_away_first() {
     // Enterprise (priority 3) is admitted up to four times the depth.
     let r = post_to(&server, "/api/v1/jobs", Some(&big), image(32, 32), &[]).await;
     assert_eq!(r.status().as_u16(), 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_concurrency_cap_is_exact_and_freed_with_the_answer() {
+    // A server that never finishes a job: every admitted job keeps its slot.
+    let data = tempfile::tempdir().expect("tempdir");
+    let setup = Setup::new(
+        data.path(),
+        &[("UNMARK_RATE_LIMIT__PER_IP_PER_MINUTE", "0")],
+    );
+    let data_arg = data.path().display().to_string();
+    let (proc, line) = spawn_unmark(
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--stages",
+            "decode,prescale",
+            "--data-dir",
+            &data_arg,
+        ],
+        &setup.refs(),
+        "listening on ",
+    );
+    let stuck = Server::own(proc, line.trim_start_matches("listening on ").to_owned());
+    let three = setup.key("three", "three");
+    let answers = futures::future::join_all(
+        (0..10).map(|_| post_to(&stuck, "/api/v1/jobs", Some(&three), image(16, 16), &[])),
+    )
+    .await;
+    let mut accepted = 0;
+    for answer in answers {
+        match answer.status().as_u16() {
+            202 => accepted += 1,
+            429 => {
+                let body = refused(answer, 429).await;
+                assert_eq!(body["type"], "urn:unmark:problem:concurrency-limit");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(accepted, 3, "exactly the plan's three slots");
+
+    // On a server that finishes jobs, a one-slot key can send request after request: the
+    // slot comes back with each answer.
+    let normal_data = tempfile::tempdir().expect("tempdir");
+    let normal_setup = Setup::new(normal_data.path(), &[]);
+    let server = Server::start_in(normal_data.path(), &normal_setup.refs());
+    let one = normal_setup.key("one", "one");
+    for _ in 0..5 {
+        assert_eq!(
+            post(&server, Some(&one), image(16, 16))
+                .await
+                .status()
+                .as_u16(),
+            200
+        );
+    }
 }

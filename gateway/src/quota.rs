@@ -59,15 +59,18 @@ pub(crate) async fn hold(
         .with_header("ratelimit-remaining", 0)
         .with_header("ratelimit-reset", retry));
     }
-    let running = store.running_jobs(&caller.key_id).await.map_err(internal)?;
-    if running >= u64::from(plan.max_concurrent) {
+    let slot = store
+        .take_slot(&caller.key_id, plan.max_concurrent)
+        .await
+        .map_err(internal)?;
+    if !slot {
         state.metrics.rate_limited("concurrency");
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "concurrency-limit",
             format!(
-                "{running} jobs of this key are running; the {} plan allows {} at once",
-                caller.plan_name, plan.max_concurrent
+                "{} jobs of this key are running, all the {} plan allows at once",
+                plan.max_concurrent, caller.plan_name
             ),
         )
         .with_request_id(rid.clone())
@@ -76,6 +79,26 @@ pub(crate) async fn hold(
         .with_header("ratelimit-remaining", 0)
         .with_header("ratelimit-reset", 1));
     }
+    // The slot is held from here: every later refusal gives it back.
+    let admitted = admit_held_slot(state, caller, plan, cost, rid).await;
+    if admitted.is_err()
+        && let Err(e) = store.give_slot(&caller.key_id).await
+    {
+        tracing::warn!(key_id = caller.key_id, error = %e, "cannot give a slot back");
+    }
+    admitted.map(Some)
+}
+
+/// The rate and the quota of a request that holds a concurrency slot.
+async fn admit_held_slot(
+    state: &AppState,
+    caller: &Caller,
+    plan: &unmark_jobs::accounts::Plan,
+    cost: u32,
+    rid: &Option<String>,
+) -> Result<Reservation, ApiError> {
+    let store = state.jobs.store();
+    let internal = |e| ApiError::internal(e, rid.clone());
     let rate = unmark_jobs::limits::Rate {
         per_minute: plan.requests_per_minute,
         burst: plan.burst,
@@ -96,7 +119,7 @@ pub(crate) async fn hold(
         .await
         .map_err(internal)?
     {
-        Ok(reservation) => Ok(Some(reservation)),
+        Ok(reservation) => Ok(reservation),
         Err(exhausted) => {
             state.metrics.quota_exhausted();
             let wait = seconds_until(exhausted.resets_ms);
@@ -121,14 +144,16 @@ pub(crate) async fn hold(
     }
 }
 
-/// Gives back a credit held for a job that was not started.
+/// Gives back the slot and the credit held for a job that was not started.
 pub(crate) async fn release(state: &AppState, caller: &Caller, held: &Option<Reservation>) {
+    let store = state.jobs.store();
+    if caller.plan.is_some()
+        && let Err(e) = store.give_slot(&caller.key_id).await
+    {
+        tracing::warn!(key_id = caller.key_id, error = %e, "cannot give a slot back");
+    }
     if let Some(r) = held
-        && let Err(e) = state
-            .jobs
-            .store()
-            .release_credit(&caller.key_id, &r.period)
-            .await
+        && let Err(e) = store.release_credit(&caller.key_id, &r.period).await
     {
         tracing::warn!(key_id = caller.key_id, error = %e, "cannot give a credit back");
     }

@@ -181,6 +181,10 @@ async fn remove_watermark(
         Err(JobError::TimedOut(..)) => return Ok(jobs::accepted(id.as_str(), held.as_ref())),
         Err(other) => Err(ApiError::internal(other, rid.clone())),
     };
+    // The job has ended: its key may start another at once, before the end is recorded.
+    if let Err(e) = state.jobs.store().release_job_slot(id.as_str()).await {
+        tracing::warn!(job_id = %id, error = %e, "cannot give the job's slot back");
+    }
     // The client has its answer: nothing of the job is kept.
     if let Err(e) = client.discard(&id).await {
         tracing::warn!(job_id = %id, error = %e, "cannot discard the job's blobs");

@@ -76,3 +76,13 @@ CREATE TABLE webhook_deliveries (
     updated_ms  BIGINT NOT NULL
 );
 CREATE INDEX webhook_due ON webhook_deliveries (state, next_ms);
+
+-- Jobs of a key that hold a concurrency slot: raised (running < cap, one UPDATE) before a job
+-- starts, lowered in the transaction that ends it.
+CREATE TABLE key_slots (
+    key_id  TEXT PRIMARY KEY,
+    running BIGINT NOT NULL
+);
+-- 1 while the job holds its key's slot: whichever comes first, the synchronous answer or the
+-- recorded end, clears it and gives the slot back, once.
+ALTER TABLE jobs ADD COLUMN slot_held BIGINT;

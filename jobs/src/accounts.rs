@@ -444,14 +444,53 @@ impl JobStore {
         })
     }
 
-    /// Jobs of `key_id` that have not ended.
+    /// Takes one of `key_id`'s `cap` concurrency slots; false when all are taken. One
+    /// conditional UPDATE decides, so the cap is exact under any concurrency. The job's end
+    /// gives the slot back.
+    pub async fn take_slot(&self, key_id: &str, cap: u32) -> Result<bool, StoreError> {
+        sqlx::query(
+            "INSERT INTO key_slots (key_id, running) VALUES ($1, 0) \
+             ON CONFLICT (key_id) DO NOTHING",
+        )
+        .bind(key_id)
+        .execute(&self.pool)
+        .await?;
+        let taken = sqlx::query(
+            "UPDATE key_slots SET running = running + 1 WHERE key_id = $1 AND running < $2",
+        )
+        .bind(key_id)
+        .bind(i64::from(cap))
+        .execute(&self.pool)
+        .await?;
+        Ok(taken.rows_affected() == 1)
+    }
+
+    /// Gives back a slot of a job that never started.
+    pub async fn give_slot(&self, key_id: &str) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        release_slot(&mut conn, key_id).await?;
+        Ok(())
+    }
+
+    /// Gives back the slot of a job that has ended (its synchronous answer is out), unless
+    /// its recorded end already did.
+    pub async fn release_job_slot(&self, job_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        release_job_slot(&mut tx, job_id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Slots of `key_id` held by running jobs.
     pub async fn running_jobs(&self, key_id: &str) -> Result<u64, StoreError> {
-        let row =
-            sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE key_id = $1 AND status_rank < 2")
-                .bind(key_id)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(row.try_get::<i64, _>("n")?.max(0) as u64)
+        let row = sqlx::query("SELECT running FROM key_slots WHERE key_id = $1")
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<i64, _>("running")?.max(0) as u64,
+            None => 0,
+        })
     }
 
     /// A key's usage: today, this month, and the last 31 days.
@@ -557,6 +596,7 @@ pub(crate) async fn settle(
         return Ok(());
     };
     let created: i64 = row.try_get("created_ms")?;
+    release_job_slot(&mut *conn, job_id).await?;
     let (ok, failed) = if succeeded { (1_i64, 0_i64) } else { (0, 1) };
     sqlx::query(
         "INSERT INTO usage_stats (day, key_id, requests, successes, failures, total_ms) \
@@ -582,6 +622,34 @@ pub(crate) async fn settle(
         .bind(ok)
         .execute(&mut *conn)
         .await?;
+    }
+    Ok(())
+}
+
+async fn release_slot(conn: &mut sqlx::AnyConnection, key_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE key_slots SET running = running - 1 WHERE key_id = $1 AND running > 0")
+        .bind(key_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Gives back the slot a job holds, if it still holds one: only the first call for a job
+/// counts.
+async fn release_job_slot(conn: &mut sqlx::AnyConnection, job_id: &str) -> Result<(), sqlx::Error> {
+    let cleared = sqlx::query("UPDATE jobs SET slot_held = 0 WHERE id = $1 AND slot_held = 1")
+        .bind(job_id)
+        .execute(&mut *conn)
+        .await?;
+    if cleared.rows_affected() == 1 {
+        let key: Option<String> = sqlx::query("SELECT key_id FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("key_id")?;
+        if let Some(key) = key {
+            release_slot(conn, &key).await?;
+        }
     }
     Ok(())
 }

@@ -58,18 +58,15 @@ impl JobStore {
         let cost = cost.clamp(1, burst);
         let increment = i64::from(cost) * interval;
         let tolerance = i64::from(burst) * interval;
-        sqlx::query(
-            "INSERT INTO rate_limits (bucket, tat_us) VALUES ($1, 0) \
-             ON CONFLICT (bucket) DO NOTHING",
-        )
-        .bind(bucket)
-        .execute(&self.pool)
-        .await?;
+        // One statement decides: a new bucket starts full (its first request always fits,
+        // as a cost never exceeds the burst); an existing one advances only if the request
+        // fits. The sweeper may delete a full bucket at any moment without changing that.
         let taken = sqlx::query(
-            "UPDATE rate_limits \
-             SET tat_us = (CASE WHEN tat_us > $2 THEN tat_us ELSE $2 END) + $3 \
-             WHERE bucket = $1 \
-               AND (CASE WHEN tat_us > $2 THEN tat_us ELSE $2 END) + $3 - $2 <= $4",
+            "INSERT INTO rate_limits (bucket, tat_us) VALUES ($1, $2 + $3) \
+             ON CONFLICT (bucket) DO UPDATE \
+             SET tat_us = (CASE WHEN rate_limits.tat_us > $2 THEN rate_limits.tat_us ELSE $2 END) + $3 \
+             WHERE (CASE WHEN rate_limits.tat_us > $2 THEN rate_limits.tat_us ELSE $2 END) \
+                   + $3 - $2 <= $4",
         )
         .bind(bucket)
         .bind(now_us)
@@ -77,11 +74,15 @@ impl JobStore {
         .bind(tolerance)
         .execute(&self.pool)
         .await?;
-        let tat: i64 = sqlx::query("SELECT tat_us FROM rate_limits WHERE bucket = $1")
+        // For the headers only; a bucket deleted since is a full one.
+        let tat: i64 = match sqlx::query("SELECT tat_us FROM rate_limits WHERE bucket = $1")
             .bind(bucket)
-            .fetch_one(&self.pool)
+            .fetch_optional(&self.pool)
             .await?
-            .try_get("tat_us")?;
+        {
+            Some(row) => row.try_get("tat_us")?,
+            None => now_us,
+        };
         let ahead = (tat - now_us).max(0);
         let allowed = taken.rows_affected() == 1;
         Ok(Decision {

@@ -147,8 +147,8 @@ impl JobStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO jobs (id, pipeline, status, status_rank, spec, callback_url, \
-                               created_ms, updated_ms, key_id, quota_period) \
-             VALUES ($1, $2, 'queued', 0, $3, $4, $5, $5, $6, $7) \
+                               created_ms, updated_ms, key_id, quota_period, slot_held) \
+             VALUES ($1, $2, 'queued', 0, $3, $4, $5, $5, $6, $7, $8) \
              ON CONFLICT (id) DO UPDATE SET pipeline = excluded.pipeline, \
                  spec = excluded.spec, callback_url = excluded.callback_url, \
                  created_ms = excluded.created_ms, key_id = excluded.key_id, \
@@ -161,6 +161,7 @@ impl JobStore {
         .bind(job.at_ms)
         .bind(job.owner.map(|o| o.key_id))
         .bind(job.owner.and_then(|o| o.quota_period))
+        .bind(job.owner.map(|_| 1_i64))
         .execute(&mut *tx)
         .await?;
         if let Some(owner) = job.owner {
