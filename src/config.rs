@@ -136,6 +136,8 @@ pub(crate) struct Jobs {
     pub(crate) orphan_grace_secs: u64,
     /// Seconds a job may go without progress before it is failed with `timeout`.
     pub(crate) stale_after_secs: u64,
+    /// Days a finished job's record is kept (usage statistics stay).
+    pub(crate) record_ttl_days: u64,
 }
 
 impl Default for Jobs {
@@ -145,6 +147,7 @@ impl Default for Jobs {
             sweep_interval_secs: 300,
             orphan_grace_secs: 3600,
             stale_after_secs: 24 * 3600,
+            record_ttl_days: 30,
         }
     }
 }
@@ -464,6 +467,7 @@ impl Config {
             result_ttl: Duration::from_secs(j.result_ttl_secs),
             orphan_grace: Duration::from_secs(j.orphan_grace_secs),
             stale_after: Duration::from_secs(j.stale_after_secs),
+            record_ttl: Duration::from_secs(j.record_ttl_days * 24 * 3600),
         }
     }
 

@@ -123,6 +123,7 @@ async fn sweep_forever(store: JobStore, blobs: BlobStore, config: SweepConfig, i
                 results_expired = report.results_expired,
                 stale_failed = report.stale_failed,
                 blobs_deleted = report.blobs_deleted,
+                records_forgotten = report.records_forgotten,
                 "swept"
             ),
             Err(e) => tracing::warn!(error = %e, "sweep failed"),

@@ -274,6 +274,7 @@ async fn the_sweeper_deletes_only_what_nobody_can_ask_for() {
         result_ttl: Duration::from_secs(24 * 3600),
         orphan_grace: Duration::from_secs(3600),
         stale_after: Duration::from_secs(24 * 3600),
+        record_ttl: Duration::from_secs(7 * 24 * 3600),
     };
     // A succeeded job that a crash left with an intermediate; a failed job (kept for a
     // replay); a running job; blobs nobody recorded.
@@ -368,6 +369,14 @@ async fn the_sweeper_deletes_only_what_nobody_can_ask_for() {
     assert!(done.result.expect("result").deleted_ms.is_some());
     let busy = store.get("busy").await.expect("get").expect("row");
     assert_eq!(busy.status, JobStatus::Failed);
+    assert_eq!(report.records_forgotten, 0);
+
+    // A week after they ended, the records go too (the stale job ended a day later).
+    let week = next_day + Duration::from_secs(7 * 24 * 3600 - 3600);
+    let report = sweep(&store, &blobs, &config, week).await.expect("sweep");
+    assert_eq!(report.records_forgotten, 2, "done and broken");
+    assert!(store.get("done").await.expect("get").is_none());
+    assert!(store.get("busy").await.expect("get").is_some());
 }
 
 #[tokio::test]

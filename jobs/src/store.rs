@@ -397,6 +397,25 @@ impl JobStore {
         Ok(ids)
     }
 
+    /// Deletes the records of jobs that ended before `before_ms` (their stages and webhook
+    /// deliveries too; usage statistics stay); returns how many jobs.
+    pub async fn forget_jobs(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let old = "SELECT id FROM jobs WHERE status_rank = 2 AND finished_ms < $1";
+        for table in ["job_stages", "webhook_deliveries"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE job_id IN ({old})"))
+                .bind(before_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query("DELETE FROM jobs WHERE status_rank = 2 AND finished_ms < $1")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
     /// Jobs accepted that have not ended.
     pub async fn count_unfinished(&self) -> Result<u64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE status_rank < 2")

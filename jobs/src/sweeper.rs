@@ -15,6 +15,8 @@ pub struct SweepConfig {
     pub orphan_grace: Duration,
     /// A job that has not moved for this long is failed with `timeout`.
     pub stale_after: Duration,
+    /// A finished job's record is kept this long (usage statistics stay).
+    pub record_ttl: Duration,
 }
 
 impl Default for SweepConfig {
@@ -23,6 +25,7 @@ impl Default for SweepConfig {
             result_ttl: Duration::from_secs(24 * 3600),
             orphan_grace: Duration::from_secs(3600),
             stale_after: Duration::from_secs(24 * 3600),
+            record_ttl: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -36,6 +39,8 @@ pub struct SweepReport {
     pub stale_failed: usize,
     /// Blobs deleted.
     pub blobs_deleted: usize,
+    /// Job records past their retention.
+    pub records_forgotten: u64,
 }
 
 /// A failure of a sweep.
@@ -85,6 +90,10 @@ pub async fn sweep(
     store
         .forget_full_buckets(now_ms.saturating_mul(1000))
         .await?;
+    // A record outlives its blobs (an ended job is still asked about): it never goes before
+    // its result.
+    let keep = config.record_ttl.max(config.result_ttl).as_millis() as i64;
+    report.records_forgotten = store.forget_jobs(now_ms - keep).await?;
     for (id, group) in blobs.jobs().await? {
         let doomed = doomed_keys(store, config, &id, &group, now, now_ms).await?;
         for key in doomed {
