@@ -405,7 +405,7 @@ async fn accepted_jobs_survive_a_sigkill_of_the_embedded_server() {
     let data = tempfile::tempdir().expect("tempdir");
     // Only the first two stages run: every accepted job is still in flight when the server
     // dies, however fast the machine.
-    let mut first = half_server(data.path());
+    let mut first = stuck_server(data.path(), &[]);
     let (image, mask) = inputs();
     let mut ids = Vec::new();
     for _ in 0..6 {
@@ -431,22 +431,4 @@ async fn accepted_jobs_survive_a_sigkill_of_the_embedded_server() {
         assert_eq!(record["status"], "succeeded", "{record}");
         check_result(&result_bytes(&second, id).await);
     }
-}
-
-/// An embedded server that runs only decode and prescale.
-fn half_server(data: &Path) -> Server {
-    let (proc, line) = spawn_unmark(
-        &[
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--stages",
-            "decode,prescale",
-            "--data-dir",
-            &data.display().to_string(),
-        ],
-        &[],
-        "listening on ",
-    );
-    Server::own(proc, line.trim_start_matches("listening on ").to_owned())
 }

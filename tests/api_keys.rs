@@ -375,21 +375,7 @@ async fn idempotency_keys_replay_and_refuse_what_they_must(database: Option<&str
     let slow_data = tempfile::tempdir().expect("tempdir");
     let mut slow_env = settings(slow_data.path(), database);
     slow_env.push(("UNMARK_SERVER__SYNC_TIMEOUT_SECS", "3".into()));
-    let data_arg = slow_data.path().display().to_string();
-    let (proc, line) = spawn_unmark(
-        &[
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--stages",
-            "decode,prescale",
-            "--data-dir",
-            &data_arg,
-        ],
-        &refs(&slow_env),
-        "listening on ",
-    );
-    let slow = Server::own(proc, line.trim_start_matches("listening on ").to_owned());
+    let slow = stuck_server(slow_data.path(), &refs(&slow_env));
     let slow_key = create_key(&refs(&slow_env), "twin", "tiny", false);
     let (a, b) = tokio::join!(
         post_idempotent(&slow, &slow_key, "twins", 5),

@@ -392,21 +392,7 @@ async fn under_load_the_lowest_plan_is_turned_away_first() {
         &[("UNMARK_RATE_LIMIT__ADMISSION_QUEUE_DEPTH", "2")],
     );
     // A server that never runs detect: accepted jobs pile up in front of it.
-    let data_arg = data.path().display().to_string();
-    let (proc, line) = spawn_unmark(
-        &[
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--stages",
-            "decode,prescale",
-            "--data-dir",
-            &data_arg,
-        ],
-        &setup.refs(),
-        "listening on ",
-    );
-    let server = Server::own(proc, line.trim_start_matches("listening on ").to_owned());
+    let server = stuck_server(data.path(), &setup.refs());
     let free = setup.key("free", "free");
     let big = setup.key("big", "enterprise");
     for _ in 0..2 {
@@ -443,21 +429,7 @@ async fn the_concurrency_cap_is_exact_and_freed_with_the_answer() {
         data.path(),
         &[("UNMARK_RATE_LIMIT__PER_IP_PER_MINUTE", "0")],
     );
-    let data_arg = data.path().display().to_string();
-    let (proc, line) = spawn_unmark(
-        &[
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--stages",
-            "decode,prescale",
-            "--data-dir",
-            &data_arg,
-        ],
-        &setup.refs(),
-        "listening on ",
-    );
-    let stuck = Server::own(proc, line.trim_start_matches("listening on ").to_owned());
+    let stuck = stuck_server(data.path(), &setup.refs());
     let three = setup.key("three", "three");
     let answers = futures::future::join_all(
         (0..10).map(|_| post_to(&stuck, "/api/v1/jobs", Some(&three), image(16, 16), &[])),

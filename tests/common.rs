@@ -125,6 +125,23 @@ impl Server {
     }
 }
 
+/// An embedded server that runs only decode and prescale: every job it accepts stays in
+/// flight, whatever the machine's speed.
+pub(crate) fn stuck_server(data: &Path, env: &[(&str, &str)]) -> Server {
+    let data = data.display().to_string();
+    let args = [
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--stages",
+        "decode,prescale",
+        "--data-dir",
+        &data,
+    ];
+    let (proc, line) = spawn_unmark(&args, env, "listening on ");
+    Server::own(proc, line.trim_start_matches("listening on ").to_owned())
+}
+
 /// A child process, killed on drop.
 pub(crate) struct Proc(pub(crate) Child);
 
