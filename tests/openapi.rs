@@ -35,7 +35,8 @@ async fn the_openapi_document_describes_the_server() {
     let seed = std::env::var("UNMARK_TEST_SEED")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or_else(|| u64::from(std::process::id()));
+        // Fixed by default so that CI is repeatable; other seeds explore further.
+        .unwrap_or(20_261_125);
     eprintln!("schemathesis seed {seed} (UNMARK_TEST_SEED replays it)");
     let bin = python_tool("schemathesis", "SCHEMATHESIS_BIN");
     let url = server.url("/api/v1/openapi.json");
