@@ -15,7 +15,7 @@ CREATE TABLE api_keys (
 
 -- Credits of one key in one quota period (a UTC day `2026-11-25` or month `2026-11`):
 -- `used` by succeeded jobs, `reserved` by jobs still running. A job reserves a credit before
--- it starts (used + reserved < quota, in one UPDATE) and settles it when it ends.
+-- it starts (used + reserved < quota, in one upsert) and settles it when it ends.
 CREATE TABLE quota_usage (
     key_id   TEXT NOT NULL,
     period   TEXT NOT NULL,
@@ -77,7 +77,7 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_due ON webhook_deliveries (state, next_ms);
 
--- Jobs of a key that hold a concurrency slot: raised (running < cap, one UPDATE) before a job
+-- Jobs of a key that hold a concurrency slot: raised (running < cap, one upsert) before a job
 -- starts, lowered in the transaction that ends it.
 CREATE TABLE key_slots (
     key_id  TEXT PRIMARY KEY,

@@ -357,7 +357,7 @@ impl JobStore {
     }
 
     /// Holds one credit of `key_id`'s current period, unless the quota is used up. One
-    /// conditional UPDATE decides, so concurrent requests never hold more than the quota.
+    /// conditional upsert decides, so concurrent requests never hold more than the quota.
     pub async fn reserve_credit(
         &self,
         key_id: &str,
@@ -366,36 +366,35 @@ impl JobStore {
     ) -> Result<Result<Reservation, QuotaExhausted>, StoreError> {
         let period = plan.period.key(now_ms);
         let resets_ms = plan.period.resets_ms(now_ms);
-        let limit = plan.quota as i64;
-        sqlx::query(
-            "INSERT INTO quota_usage (key_id, period, used, reserved) VALUES ($1, $2, 0, 0) \
-             ON CONFLICT (key_id, period) DO NOTHING",
-        )
-        .bind(key_id)
-        .bind(&period)
-        .execute(&self.pool)
-        .await?;
-        let held = sqlx::query(
-            "UPDATE quota_usage SET reserved = reserved + 1 \
-             WHERE key_id = $1 AND period = $2 AND used + reserved < $3",
-        )
-        .bind(key_id)
-        .bind(&period)
-        .bind(limit)
-        .execute(&self.pool)
-        .await?;
-        if held.rows_affected() == 0 {
-            return Ok(Err(QuotaExhausted {
-                limit: plan.quota,
-                period,
-                resets_ms,
-            }));
-        }
-        let state = self.quota_state(key_id, plan, now_ms).await?;
-        Ok(Ok(Reservation {
-            period,
+        let exhausted = || QuotaExhausted {
             limit: plan.quota,
-            remaining: state.remaining,
+            period: period.clone(),
+            resets_ms,
+        };
+        if plan.quota == 0 {
+            return Ok(Err(exhausted()));
+        }
+        // One statement decides and returns the period's counts after this reservation.
+        let held = sqlx::query(
+            "INSERT INTO quota_usage (key_id, period, used, reserved) VALUES ($1, $2, 0, 1) \
+             ON CONFLICT (key_id, period) DO UPDATE \
+             SET reserved = quota_usage.reserved + 1 \
+             WHERE quota_usage.used + quota_usage.reserved < $3 \
+             RETURNING used, reserved",
+        )
+        .bind(key_id)
+        .bind(&period)
+        .bind(plan.quota as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = held else {
+            return Ok(Err(exhausted()));
+        };
+        let taken = (row.try_get::<i64, _>("used")? + row.try_get::<i64, _>("reserved")?).max(0);
+        Ok(Ok(Reservation {
+            period: period.clone(),
+            limit: plan.quota,
+            remaining: plan.quota.saturating_sub(taken as u64),
             resets_ms,
         }))
     }
@@ -445,24 +444,23 @@ impl JobStore {
     }
 
     /// Takes one of `key_id`'s `cap` concurrency slots; false when all are taken. One
-    /// conditional UPDATE decides, so the cap is exact under any concurrency. The job's end
+    /// conditional upsert decides, so the cap is exact under any concurrency. The job's end
     /// gives the slot back.
     pub async fn take_slot(&self, key_id: &str, cap: u32) -> Result<bool, StoreError> {
-        sqlx::query(
-            "INSERT INTO key_slots (key_id, running) VALUES ($1, 0) \
-             ON CONFLICT (key_id) DO NOTHING",
-        )
-        .bind(key_id)
-        .execute(&self.pool)
-        .await?;
+        if cap == 0 {
+            return Ok(false);
+        }
         let taken = sqlx::query(
-            "UPDATE key_slots SET running = running + 1 WHERE key_id = $1 AND running < $2",
+            "INSERT INTO key_slots (key_id, running) VALUES ($1, 1) \
+             ON CONFLICT (key_id) DO UPDATE SET running = key_slots.running + 1 \
+             WHERE key_slots.running < $2 \
+             RETURNING running",
         )
         .bind(key_id)
         .bind(i64::from(cap))
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(taken.rows_affected() == 1)
+        Ok(taken.is_some())
     }
 
     /// Gives back a slot of a job that never started.

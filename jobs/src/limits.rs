@@ -1,5 +1,5 @@
 //! Rate limits shared by every gateway on one database: the generic cell rate algorithm
-//! (GCRA) with weighted costs, decided by one conditional UPDATE per request.
+//! (GCRA) with weighted costs, decided by one conditional upsert per request.
 
 use sqlx::Row;
 
@@ -58,33 +58,38 @@ impl JobStore {
         let cost = cost.clamp(1, burst);
         let increment = i64::from(cost) * interval;
         let tolerance = i64::from(burst) * interval;
-        // One statement decides: a new bucket starts full (its first request always fits,
-        // as a cost never exceeds the burst); an existing one advances only if the request
-        // fits. The sweeper may delete a full bucket at any moment without changing that.
+        // One statement decides and returns the new state: a new bucket starts full (its
+        // first request always fits, as a cost never exceeds the burst); an existing one
+        // advances only if the request fits. The sweeper may delete a full bucket at any
+        // moment without changing that.
         let taken = sqlx::query(
             "INSERT INTO rate_limits (bucket, tat_us) VALUES ($1, $2 + $3) \
              ON CONFLICT (bucket) DO UPDATE \
              SET tat_us = (CASE WHEN rate_limits.tat_us > $2 THEN rate_limits.tat_us ELSE $2 END) + $3 \
              WHERE (CASE WHEN rate_limits.tat_us > $2 THEN rate_limits.tat_us ELSE $2 END) \
-                   + $3 - $2 <= $4",
+                   + $3 - $2 <= $4 \
+             RETURNING tat_us",
         )
         .bind(bucket)
         .bind(now_us)
         .bind(increment)
         .bind(tolerance)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        // For the headers only; a bucket deleted since is a full one.
-        let tat: i64 = match sqlx::query("SELECT tat_us FROM rate_limits WHERE bucket = $1")
-            .bind(bucket)
-            .fetch_optional(&self.pool)
-            .await?
-        {
+        let allowed = taken.is_some();
+        let tat: i64 = match taken {
             Some(row) => row.try_get("tat_us")?,
-            None => now_us,
+            // Refused: read the bucket for the headers (deleted since means full).
+            None => match sqlx::query("SELECT tat_us FROM rate_limits WHERE bucket = $1")
+                .bind(bucket)
+                .fetch_optional(&self.pool)
+                .await?
+            {
+                Some(row) => row.try_get("tat_us")?,
+                None => now_us,
+            },
         };
         let ahead = (tat - now_us).max(0);
-        let allowed = taken.rows_affected() == 1;
         Ok(Decision {
             allowed,
             limit: burst,
