@@ -24,7 +24,8 @@ use unmark_schemas::params::{
 pub(crate) struct Config {
     pub(crate) server: Server,
     pub(crate) database: Database,
-    pub(crate) blobs: Blobs,
+    /// `[blobs]`: where inputs, intermediates and results live.
+    pub(crate) blobs: unmark_broker::BlobConfig,
     pub(crate) jobs: Jobs,
     pub(crate) nats: Nats,
     /// Plans by name, added to (or replacing) the shipped free, basic, pro and enterprise.
@@ -86,40 +87,6 @@ impl Default for Database {
         Self {
             url: String::new(),
             max_connections: 8,
-        }
-    }
-}
-
-/// `[blobs]`: where inputs, intermediates and results live.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct Blobs {
-    /// A folder, or `s3://bucket[/prefix]`; empty = `<data_dir>/blobs`.
-    pub(crate) url: String,
-    /// Flush local blobs to disk before a step is acknowledged.
-    pub(crate) fsync: bool,
-    /// S3-compatible endpoint (MinIO, Ceph, moto); empty = AWS.
-    pub(crate) s3_endpoint: String,
-    /// S3 region.
-    pub(crate) s3_region: String,
-    /// Allow a plain http:// S3 endpoint.
-    pub(crate) s3_allow_http: bool,
-    /// S3 access key id; empty = `AWS_ACCESS_KEY_ID`.
-    pub(crate) s3_access_key_id: String,
-    /// S3 secret access key; empty = `AWS_SECRET_ACCESS_KEY`.
-    pub(crate) s3_secret_access_key: String,
-}
-
-impl Default for Blobs {
-    fn default() -> Self {
-        Self {
-            url: String::new(),
-            fsync: true,
-            s3_endpoint: String::new(),
-            s3_region: "us-east-1".into(),
-            s3_allow_http: false,
-            s3_access_key_id: String::new(),
-            s3_secret_access_key: String::new(),
         }
     }
 }
@@ -441,23 +408,13 @@ impl Config {
         }
     }
 
-    /// Where blobs live.
+    /// Where blobs live: `[blobs]`, with an empty URL meaning `<data_dir>/blobs`.
     pub(crate) fn blob_config(&self) -> unmark_broker::BlobConfig {
-        let b = &self.blobs;
-        let url = if b.url.is_empty() {
-            self.server.data_dir.join("blobs").display().to_string()
-        } else {
-            b.url.clone()
-        };
-        unmark_broker::BlobConfig {
-            url,
-            fsync: b.fsync,
-            s3_endpoint: b.s3_endpoint.clone(),
-            s3_region: b.s3_region.clone(),
-            s3_allow_http: b.s3_allow_http,
-            s3_access_key_id: b.s3_access_key_id.clone(),
-            s3_secret_access_key: b.s3_secret_access_key.clone(),
+        let mut blobs = self.blobs.clone();
+        if blobs.url.is_empty() {
+            blobs.url = self.server.data_dir.join("blobs").display().to_string();
         }
+        blobs
     }
 
     /// What the sweeper keeps, and for how long.

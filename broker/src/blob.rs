@@ -56,9 +56,11 @@ pub mod keys {
 }
 
 /// Where blobs live (the `[blobs]` section of the config file).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct BlobConfig {
-    /// A local folder (a path, or `file:///path`), or `s3://bucket[/prefix]`.
+    /// A local folder (a path, or `file:///path`), or `s3://bucket[/prefix]`; empty in the
+    /// config file means `<data_dir>/blobs`.
     pub url: String,
     /// Flush every local blob and its folder to disk before a put returns.
     pub fsync: bool,
@@ -115,6 +117,15 @@ impl BlobConfig {
     pub fn local(dir: &Path) -> Self {
         Self {
             url: dir.display().to_string(),
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for BlobConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
             fsync: true,
             s3_endpoint: String::new(),
             s3_region: "us-east-1".into(),

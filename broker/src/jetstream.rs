@@ -157,6 +157,33 @@ pub fn stage_consumer(stage: &str) -> String {
     durable_name(&subjects::v1::stage(stage))
 }
 
+impl JetStreamBroker {
+    /// Opens (creating or updating) the durable pull consumer `name` on `filter`: every
+    /// message from the start, explicit acks, no delivery limit (the runner and the recorder
+    /// decide when to give up).
+    async fn durable(
+        &self,
+        stream: &str,
+        name: &str,
+        filter: &str,
+    ) -> Result<Box<dyn Consumer>, BrokerError> {
+        let stream = self.js.get_stream(stream).await.map_err(transport)?;
+        let consumer: consumer::PullConsumer = stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(name.to_owned()),
+                filter_subject: filter.to_owned(),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.config.ack_wait,
+                max_deliver: -1,
+                ..Default::default()
+            })
+            .await
+            .map_err(transport)?;
+        let messages = consumer.messages().await.map_err(transport)?;
+        Ok(Box::new(JetStreamConsumer { messages }))
+    }
+}
+
 /// The durable consumer name of a stage subject: `unmark.stage.plugin.x` -> `stage_plugin_x`.
 fn durable_name(subject: &str) -> String {
     subject
@@ -190,22 +217,8 @@ impl Broker for JetStreamBroker {
         } else {
             WORK_STREAM
         };
-        let stream = self.js.get_stream(stream_name).await.map_err(transport)?;
-        let name = durable_name(subject);
-        let consumer: consumer::PullConsumer = stream
-            .create_consumer(consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: subject.to_owned(),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: self.config.ack_wait,
-                // The runner decides when to give up and fails the job itself.
-                max_deliver: -1,
-                ..Default::default()
-            })
+        self.durable(stream_name, &durable_name(subject), subject)
             .await
-            .map_err(transport)?;
-        let messages = consumer.messages().await.map_err(transport)?;
-        Ok(Box::new(JetStreamConsumer { messages }))
     }
 
     async fn publish_event(&self, event: &JobEvent, msg_id: &str) -> Result<(), BrokerError> {
@@ -252,21 +265,8 @@ impl Broker for JetStreamBroker {
     }
 
     async fn consume_events(&self, durable: &str) -> Result<Box<dyn Consumer>, BrokerError> {
-        let stream = self.js.get_stream(EVENTS_STREAM).await.map_err(transport)?;
-        let consumer: consumer::PullConsumer = stream
-            .create_consumer(consumer::pull::Config {
-                durable_name: Some(durable.to_owned()),
-                filter_subject: subjects::v1::all_events(),
-                deliver_policy: consumer::DeliverPolicy::All,
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: self.config.ack_wait,
-                max_deliver: -1,
-                ..Default::default()
-            })
+        self.durable(EVENTS_STREAM, durable, &subjects::v1::all_events())
             .await
-            .map_err(transport)?;
-        let messages = consumer.messages().await.map_err(transport)?;
-        Ok(Box::new(JetStreamConsumer { messages }))
     }
 
     async fn subscribe_events(&self, filter: &str) -> Result<EventStream, BrokerError> {

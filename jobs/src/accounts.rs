@@ -479,18 +479,6 @@ impl JobStore {
         Ok(())
     }
 
-    /// Slots of `key_id` held by running jobs.
-    pub async fn running_jobs(&self, key_id: &str) -> Result<u64, StoreError> {
-        let row = sqlx::query("SELECT running FROM key_slots WHERE key_id = $1")
-            .bind(key_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            Some(r) => r.try_get::<i64, _>("running")?.max(0) as u64,
-            None => 0,
-        })
-    }
-
     /// A key's usage: today, this month, and the last 31 days.
     pub async fn usage(&self, key_id: &str, now_ms: i64) -> Result<Usage, StoreError> {
         let today = QuotaPeriod::Day.key(now_ms);

@@ -427,18 +427,16 @@ impl JobStore {
     /// Marks results whose TTL has passed as deleted; returns the jobs concerned.
     pub async fn expire_results(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id FROM jobs WHERE result_expires_ms < $1 AND result_deleted_ms IS NULL",
+            "UPDATE jobs SET result_deleted_ms = $1 \
+             WHERE result_expires_ms < $1 AND result_deleted_ms IS NULL RETURNING id",
         )
         .bind(now_ms)
         .fetch_all(&self.pool)
         .await?;
-        let mut ids = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: String = row.try_get("id")?;
-            self.mark_result_deleted(&id, now_ms).await?;
-            ids.push(id);
-        }
-        Ok(ids)
+        Ok(rows
+            .iter()
+            .map(|row| row.try_get("id"))
+            .collect::<Result<_, _>>()?)
     }
 }
 
