@@ -146,14 +146,15 @@ fn plan(args: &RemoveArgs) -> Result<Vec<Item>> {
 
 /// Runs the command; exits 1 when any image failed.
 pub(crate) async fn run(config: &Config, args: &RemoveArgs) -> Result<ExitCode> {
-    let options = args.options(config.options())?;
+    let mut options = args.options(config.options())?;
     let items = plan(args)?;
     if items.is_empty() {
         bail!("no files in {}", args.input.display());
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let (pipeline, _) =
+    let (pipeline, transport) =
         crate::embedded::start_all(config, "all", crate::embedded::Blobs::Memory).await?;
+    unmark_plugins::resolve(&transport.plugins.registry, &mut options).await?;
     let client = pipeline.client.clone();
     let folder_mode = items[0].folder_mode;
     let bar = if folder_mode {

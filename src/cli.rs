@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use unmark_schemas::SubmitParams;
-use unmark_schemas::params::{Engine, OutputFormat, WatermarkOptions};
+use unmark_schemas::params::{Engine, OutputFormat, PluginCall, WatermarkOptions};
 
 use crate::config::Config;
 
@@ -43,7 +43,8 @@ enum Command {
         /// NATS server with JetStream.
         #[arg(long)]
         nats: Option<String>,
-        /// The stage: decode, prescale, detect, inpaint or encode.
+        /// The stage: decode, prescale, detect, inpaint, encode, `plugin` (every installed
+        /// plugin) or `plugin:<name>` (one plugin's steps).
         #[arg(long)]
         stage: String,
         /// Messages this worker processes at once (default: one per CPU core).
@@ -55,6 +56,11 @@ enum Command {
     },
     /// Removes the watermark from one image, or from every image in a folder.
     RemoveWatermark(RemoveArgs),
+    /// Installs, lists and removes WASM plugins (filters and mask detectors).
+    Plugins {
+        #[command(subcommand)]
+        command: crate::plugins::PluginsCommand,
+    },
     /// Creates, lists and revokes API keys, and sets their plans.
     Keys {
         #[command(subcommand)]
@@ -109,6 +115,16 @@ pub(crate) struct RemoveArgs {
     /// Images processed at once in folder mode (default: one per CPU core).
     #[arg(long)]
     pub(crate) jobs: Option<usize>,
+    /// WASM filters to run before pre-scale: `name[@version]` list, or JSON
+    /// (`[{"plugin": "blur@1", "params": {"sigma": 2}}]`).
+    #[arg(long)]
+    pub(crate) pre: Option<String>,
+    /// A WASM mask detector (`name[@version]` or JSON); makes --mask optional.
+    #[arg(long)]
+    pub(crate) detector: Option<String>,
+    /// WASM filters to run on the finished image, like --pre.
+    #[arg(long)]
+    pub(crate) post: Option<String>,
 }
 
 impl RemoveArgs {
@@ -126,9 +142,23 @@ impl RemoveArgs {
             quality: self.quality,
             work_max_side: self.work_max_side,
             keep_metadata: self.keep_metadata.then_some(true),
+            pre: plugin_calls("pre", self.pre.as_deref())?,
+            detector: match plugin_calls("detector", self.detector.as_deref())?.as_slice() {
+                [] => None,
+                [one] => Some(one.clone()),
+                _ => anyhow::bail!("--detector names one mask plugin"),
+            },
+            post: plugin_calls("post", self.post.as_deref())?,
         };
         Ok(params.apply(&defaults)?)
     }
+}
+
+fn plugin_calls(flag: &str, text: Option<&str>) -> Result<Vec<PluginCall>> {
+    Ok(match text {
+        Some(text) => PluginCall::parse_list(flag, text)?,
+        None => Vec::new(),
+    })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -183,6 +213,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::RemoveWatermark(args) => runtime()?.block_on(crate::batch::run(&config, &args)),
         Command::Keys { command } => runtime()?.block_on(crate::keys::run(&config, command)),
+        Command::Plugins { command } => runtime()?.block_on(crate::plugins::run(&config, command)),
         Command::CheckConfig => {
             check(&config)?;
             Ok(ExitCode::SUCCESS)

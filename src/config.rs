@@ -35,6 +35,39 @@ pub(crate) struct Config {
     pub(crate) limits: DecodeParams,
     pub(crate) defaults: Defaults,
     pub(crate) runner: Runner,
+    pub(crate) plugins: Plugins,
+}
+
+/// `[plugins]`: the WASM sandbox's limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Plugins {
+    /// Most linear memory one plugin call may use, in MiB.
+    pub(crate) memory_mib: u64,
+    /// CPU budget of a call in milliseconds, before the per-megapixel part.
+    pub(crate) cpu_base_ms: u64,
+    /// CPU budget added per megapixel of input, in milliseconds.
+    pub(crate) cpu_ms_per_megapixel: u64,
+    /// Native stack a plugin's calls may use, in KiB.
+    pub(crate) stack_kib: usize,
+    /// Largest module accepted at upload, in KiB.
+    pub(crate) max_module_kib: usize,
+    /// Where compiled modules are cached; empty = `<data_dir>/plugin-cache`.
+    pub(crate) cache_dir: String,
+}
+
+impl Default for Plugins {
+    fn default() -> Self {
+        let d = unmark_plugins::Limits::default();
+        Self {
+            memory_mib: d.memory_bytes >> 20,
+            cpu_base_ms: d.cpu_base.as_millis() as u64,
+            cpu_ms_per_megapixel: d.cpu_per_megapixel.as_millis() as u64,
+            stack_kib: d.stack_bytes >> 10,
+            max_module_kib: d.max_module_bytes >> 10,
+            cache_dir: String::new(),
+        }
+    }
 }
 
 /// `[server]`: the HTTP API.
@@ -339,6 +372,7 @@ impl Config {
                 engine: d.engine,
                 radius: d.radius,
             },
+            plugins: Default::default(),
             encode: EncodeParams {
                 format: d.format,
                 quality: d.quality,
@@ -429,6 +463,35 @@ impl Config {
     }
 
     /// Settings of the stage runners.
+    /// The plugin sandbox's limits.
+    pub(crate) fn plugin_limits(&self) -> unmark_plugins::Limits {
+        let p = &self.plugins;
+        unmark_plugins::Limits {
+            memory_bytes: p.memory_mib << 20,
+            cpu_base: Duration::from_millis(p.cpu_base_ms),
+            cpu_per_megapixel: Duration::from_millis(p.cpu_ms_per_megapixel),
+            stack_bytes: p.stack_kib << 10,
+            max_module_bytes: p.max_module_kib << 10,
+        }
+    }
+
+    /// The plugin registry in `blobs` and a sandbox with the configured limits, caching
+    /// compiled modules on disk when `cache` is set.
+    pub(crate) fn plugin_host(
+        &self,
+        blobs: unmark_broker::BlobStore,
+        cache: bool,
+    ) -> Result<unmark_plugins::PluginHost> {
+        let dir = if self.plugins.cache_dir.is_empty() {
+            self.server.data_dir.join("plugin-cache")
+        } else {
+            PathBuf::from(&self.plugins.cache_dir)
+        };
+        let sandbox = unmark_plugins::Sandbox::new(self.plugin_limits(), cache.then_some(dir))
+            .context("cannot start the plugin sandbox")?;
+        Ok(unmark_plugins::PluginHost::new(blobs, sandbox))
+    }
+
     pub(crate) fn runner(&self) -> unmark_stages::RunnerConfig {
         let mut runner = unmark_stages::RunnerConfig {
             max_deliver: self.runner.max_deliver,

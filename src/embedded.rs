@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use unmark_broker::{
     BlobStore, Broker, InProcessBroker, JetStreamBroker, JetStreamConfig, JobClient,
 };
+use unmark_plugins::{PluginHost, PluginStage};
 use unmark_stages::{Runner, RunnerConfig, Stage};
 
 use crate::config::Config;
@@ -41,11 +42,13 @@ impl Pipeline {
     }
 }
 
-/// The broker and blob store the configuration names, and the NATS connection in scale-out.
+/// The broker and blob store the configuration names, the NATS connection in scale-out,
+/// and the plugin registry and sandbox.
 pub(crate) struct Transport {
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) blobs: BlobStore,
     pub(crate) nats: Option<async_nats::Client>,
+    pub(crate) plugins: PluginHost,
 }
 
 /// Where a process keeps its blobs.
@@ -59,12 +62,30 @@ pub(crate) enum Blobs {
 
 /// Connects what the configuration names.
 pub(crate) async fn transport(config: &Config, place: Blobs) -> Result<Transport> {
-    let blobs = match place {
-        Blobs::Memory => BlobStore::in_memory(),
+    let open_configured = || {
+        let blobs = config.blob_config();
+        BlobStore::open(&blobs).with_context(|| format!("cannot open the blob store {}", blobs.url))
+    };
+    let (blobs, plugins) = match place {
+        Blobs::Memory => {
+            // A one-shot run still sees the plugins installed in the configured store, if
+            // there is one; it creates nothing on disk.
+            let configured = config.blob_config();
+            let exists = match configured.local_dir() {
+                Some(dir) => dir.is_dir(),
+                None => configured.validate().is_ok(),
+            };
+            let registry = if exists {
+                open_configured()?
+            } else {
+                BlobStore::in_memory()
+            };
+            (BlobStore::in_memory(), config.plugin_host(registry, false)?)
+        }
         Blobs::Configured => {
-            let blobs = config.blob_config();
-            BlobStore::open(&blobs)
-                .with_context(|| format!("cannot open the blob store {}", blobs.url))?
+            let blobs = open_configured()?;
+            let plugins = config.plugin_host(blobs.clone(), true)?;
+            (blobs, plugins)
         }
     };
     let Some(url) = config.nats.url.as_deref().filter(|u| !u.is_empty()) else {
@@ -72,6 +93,7 @@ pub(crate) async fn transport(config: &Config, place: Blobs) -> Result<Transport
             broker: Arc::new(InProcessBroker::new()),
             blobs,
             nats: None,
+            plugins,
         });
     };
     let nats = JetStreamConfig {
@@ -86,44 +108,91 @@ pub(crate) async fn transport(config: &Config, place: Blobs) -> Result<Transport
         nats: Some(broker.nats()),
         broker: Arc::new(broker),
         blobs,
+        plugins,
     })
 }
-/// The built-in stages named by `list`: `all`, `none`, or names separated by commas.
-pub(crate) fn select(list: &str) -> Result<Vec<Arc<dyn Stage>>> {
-    let all = unmark_stages::builtin();
-    match list.trim() {
-        "all" => Ok(all),
-        "none" | "" => Ok(Vec::new()),
-        names => names
-            .split(',')
-            .map(|name| {
-                let name = name.trim();
-                all.iter()
-                    .find(|s| s.name() == name)
-                    .cloned()
-                    .with_context(|| {
-                        let known: Vec<_> = all.iter().map(|s| s.name()).collect();
-                        format!(
-                            "unknown stage {name:?}; expected one of {}",
-                            known.join(", ")
-                        )
-                    })
-            })
-            .collect(),
-    }
+
+/// Which plugin steps a process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PluginWork {
+    /// None.
+    None,
+    /// Every installed plugin, including those installed later.
+    All,
+    /// These plugins only.
+    Named(Vec<String>),
 }
 
-/// Starts a runner for each of `stages`.
-pub(crate) fn start(
-    broker: Arc<dyn Broker>,
-    blobs: BlobStore,
-    stages: Vec<Arc<dyn Stage>>,
-    config: &RunnerConfig,
-) -> Pipeline {
-    let runners = stages
+/// The stages a process runs: built-in ones and plugin steps.
+pub(crate) struct Selection {
+    pub(crate) stages: Vec<Arc<dyn Stage>>,
+    pub(crate) plugins: PluginWork,
+}
+
+impl Selection {
+    /// How many kinds of work (a built-in stage, all plugins, one plugin) it names.
+    pub(crate) fn len(&self) -> usize {
+        self.stages.len()
+            + match &self.plugins {
+                PluginWork::None => 0,
+                PluginWork::All => 1,
+                PluginWork::Named(names) => names.len(),
+            }
+    }
+}
+/// The stages named by `list`: `all` (every built-in stage and every plugin), `none`, or
+/// names separated by commas, where `plugin` means every plugin and `plugin:<name>` one.
+pub(crate) fn select(list: &str) -> Result<Selection> {
+    let all = unmark_stages::builtin();
+    let mut selection = Selection {
+        stages: Vec::new(),
+        plugins: PluginWork::None,
+    };
+    match list.trim() {
+        "all" => {
+            selection.stages = all;
+            selection.plugins = PluginWork::All;
+        }
+        "none" | "" => {}
+        names => {
+            for name in names.split(',').map(str::trim) {
+                if name == "plugin" {
+                    selection.plugins = PluginWork::All;
+                } else if let Some(plugin) = name.strip_prefix("plugin:") {
+                    unmark_schemas::params::check_plugin_name(plugin)?;
+                    match &mut selection.plugins {
+                        PluginWork::All => {}
+                        PluginWork::Named(list) => list.push(plugin.to_owned()),
+                        none => *none = PluginWork::Named(vec![plugin.to_owned()]),
+                    }
+                } else {
+                    let stage = all.iter().find(|s| s.name() == name).cloned().with_context(|| {
+                        let known: Vec<_> = all.iter().map(|s| s.name()).collect();
+                        format!(
+                            "unknown stage {name:?}; expected one of {}, plugin or plugin:<name>",
+                            known.join(", ")
+                        )
+                    })?;
+                    selection.stages.push(stage);
+                }
+            }
+        }
+    }
+    Ok(selection)
+}
+
+/// How often a process that runs every plugin looks for newly installed ones (an install
+/// through this process's own API is seen at once).
+const PLUGIN_POLL: Duration = Duration::from_secs(2);
+
+/// Starts a runner for each selected stage.
+pub(crate) fn start(t: &Transport, selection: Selection, config: &RunnerConfig) -> Pipeline {
+    let (broker, blobs) = (t.broker.clone(), t.blobs.clone());
+    let mut runners: Vec<JoinHandle<()>> = selection
+        .stages
         .into_iter()
         .map(|stage| {
-            let name = stage.name();
+            let name = stage.name().to_owned();
             let runner = Runner::new(stage, broker.clone(), blobs.clone(), config.clone());
             tokio::spawn(async move {
                 if let Err(e) = runner.run().await {
@@ -132,6 +201,32 @@ pub(crate) fn start(
             })
         })
         .collect();
+    let host = &t.plugins;
+    match selection.plugins {
+        PluginWork::None => {}
+        PluginWork::All => runners.push(tokio::spawn(unmark_plugins::supervise(
+            host.registry.clone(),
+            host.sandbox.clone(),
+            broker.clone(),
+            blobs.clone(),
+            config.clone(),
+            PLUGIN_POLL,
+            host.wake.clone(),
+        ))),
+        PluginWork::Named(names) => {
+            for name in names {
+                match PluginStage::new(&name, host.registry.clone(), host.sandbox.clone()) {
+                    Ok(stage) => runners.push(unmark_plugins::spawn_runner(
+                        stage,
+                        broker.clone(),
+                        blobs.clone(),
+                        config.clone(),
+                    )),
+                    Err(e) => tracing::error!("plugin stage {name:?}: {e}"),
+                }
+            }
+        }
+    }
     Pipeline {
         client: JobClient::new(broker, blobs),
         runners,
@@ -145,10 +240,10 @@ pub(crate) async fn start_all(
     place: Blobs,
 ) -> Result<(Pipeline, Transport)> {
     let t = transport(config, place).await?;
-    let stages = select(stages)?;
-    if stages.is_empty() && t.nats.is_none() {
+    let selection = select(stages)?;
+    if selection.len() == 0 && t.nats.is_none() {
         bail!("--stages none needs --nats: without a broker nothing would run the stages");
     }
-    let pipeline = start(t.broker.clone(), t.blobs.clone(), stages, &config.runner());
+    let pipeline = start(&t, selection, &config.runner());
     Ok((pipeline, t))
 }

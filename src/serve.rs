@@ -64,8 +64,9 @@ pub(crate) async fn serve(config: Config, stages: &str) -> Result<()> {
     ));
     if let Some(nats) = transport.nats.clone() {
         let (jobs, defaults) = (jobs.clone(), config.options());
+        let registry = transport.plugins.registry.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::submit::serve(nats, jobs, defaults).await {
+            if let Err(e) = crate::submit::serve(nats, jobs, defaults, registry).await {
                 tracing::error!(error = %e, "NATS submission service stopped");
             }
         });
@@ -74,7 +75,7 @@ pub(crate) async fn serve(config: Config, stages: &str) -> Result<()> {
     if gateway.api_key.is_none() {
         tracing::warn!("no API key is set: anyone who can reach this port can use it");
     }
-    let app = unmark_gateway::router(jobs, gateway, metrics)
+    let app = unmark_gateway::router(jobs, gateway, metrics, transport.plugins.clone())
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let listener = tokio::net::TcpListener::bind(&config.server.bind)
         .await
@@ -95,7 +96,8 @@ pub(crate) async fn serve(config: Config, stages: &str) -> Result<()> {
 /// Keeps the stage backlogs and the jobs in flight current (for metrics and admission
 /// control), once a second.
 async fn refresh_gauges(jobs: Jobs, metrics: Arc<Metrics>) {
-    let stages: Vec<&str> = unmark_stages::builtin().iter().map(|s| s.name()).collect();
+    let builtin = unmark_stages::builtin();
+    let stages: Vec<&str> = builtin.iter().map(|s| s.name()).collect();
     loop {
         let mut depths = BTreeMap::new();
         for stage in &stages {
@@ -154,9 +156,11 @@ async fn shutdown() {
 
 /// `unmark worker`: one stage over NATS JetStream until Ctrl-C or SIGTERM.
 pub(crate) async fn worker(config: Config, stage: &str) -> Result<()> {
-    let stages = crate::embedded::select(stage)?;
-    if stages.len() != 1 {
-        anyhow::bail!("a worker runs exactly one stage, got {stage:?}");
+    let selection = crate::embedded::select(stage)?;
+    if selection.len() != 1 {
+        anyhow::bail!(
+            "a worker runs exactly one stage (or `plugin`, or `plugin:<name>`), got {stage:?}"
+        );
     }
     std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
         format!(
@@ -165,7 +169,7 @@ pub(crate) async fn worker(config: Config, stage: &str) -> Result<()> {
         )
     })?;
     let t = crate::embedded::transport(&config, Blobs::Configured).await?;
-    let pipeline = crate::embedded::start(t.broker, t.blobs, stages, &config.runner());
+    let pipeline = crate::embedded::start(&t, selection, &config.runner());
     tracing::info!(stage, "worker is consuming");
     println!("worker {stage} ready");
     std::io::stdout().flush()?;

@@ -17,13 +17,14 @@ pub(crate) async fn serve(
     nats: async_nats::Client,
     jobs: Jobs,
     defaults: WatermarkOptions,
+    registry: unmark_plugins::Registry,
 ) -> Result<()> {
     let mut requests = nats
         .queue_subscribe(subjects::v1::submit(), "unmark-gateway".into())
         .await?;
     tracing::info!(subject = %subjects::v1::submit(), "accepting jobs over NATS");
     while let Some(request) = requests.next().await {
-        let reply = submit(&jobs, &defaults, &request.payload).await;
+        let reply = submit(&jobs, &defaults, &registry, &request.payload).await;
         let Some(to) = request.reply else {
             continue;
         };
@@ -72,7 +73,12 @@ async fn input(client: &JobClient, name: &str, input: &InputRef) -> Result<Bytes
     }
 }
 
-async fn submit(jobs: &Jobs, defaults: &WatermarkOptions, payload: &[u8]) -> SubmitReply {
+async fn submit(
+    jobs: &Jobs,
+    defaults: &WatermarkOptions,
+    registry: &unmark_plugins::Registry,
+    payload: &[u8],
+) -> SubmitReply {
     let client = jobs.client();
     let request: SubmitRequest = match serde_json::from_slice(payload) {
         Ok(r) => r,
@@ -93,10 +99,13 @@ async fn submit(jobs: &Jobs, defaults: &WatermarkOptions, payload: &[u8]) -> Sub
             ),
         );
     }
-    let options = match request.params.apply(defaults) {
+    let mut options = match request.params.apply(defaults) {
         Ok(o) => o,
         Err(e) => return rejected(FailureReason::InvalidParameter, e.message),
     };
+    if let Err(e) = unmark_plugins::resolve(registry, &mut options).await {
+        return rejected(FailureReason::InvalidParameter, e.to_string());
+    }
     let mut inputs = match input(client, "image", &request.image).await {
         Ok(bytes) => vec![("input", bytes)],
         Err(reply) => return reply,

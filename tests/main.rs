@@ -12,6 +12,7 @@ mod jobs_store;
 mod nats;
 mod openapi;
 mod pipeline;
+mod plugins;
 mod postgres;
 mod procs;
 mod s3;

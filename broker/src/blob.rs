@@ -88,6 +88,14 @@ impl BlobConfig {
         self.location().map(|_| ())
     }
 
+    /// The folder of a local store; `None` for S3 or an invalid URL.
+    pub fn local_dir(&self) -> Option<PathBuf> {
+        match self.location() {
+            Ok(Location::Local(dir)) => Some(dir),
+            _ => None,
+        }
+    }
+
     fn location(&self) -> Result<Location<'_>, BlobError> {
         if let Some(rest) = self.url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -296,6 +304,15 @@ impl BlobStore {
             entry.keys.push(key);
         }
         Ok(jobs)
+    }
+
+    /// Every key under `prefix` (a folder such as `plugins/`), sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, BlobError> {
+        let folder = StorePath::from(prefix.trim_end_matches('/'));
+        let metas: Vec<_> = self.store.list(Some(&folder)).try_collect().await?;
+        let mut keys: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
+        keys.sort();
+        Ok(keys)
     }
 
     /// Number of blobs under `prefix`.

@@ -70,6 +70,7 @@ impl ApiError {
             FailureReason::InvalidParameter => (StatusCode::BAD_REQUEST, "invalid-parameter"),
             FailureReason::MaskSizeMismatch => (StatusCode::BAD_REQUEST, "mask-size-mismatch"),
             FailureReason::MaskRequired => (StatusCode::UNPROCESSABLE_ENTITY, "mask-required"),
+            FailureReason::PluginFailed => (StatusCode::UNPROCESSABLE_ENTITY, "plugin-failed"),
             FailureReason::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             _ => return Self::internal(message, request_id),
         };

@@ -4,13 +4,13 @@ use axum::extract::Multipart;
 use axum::extract::multipart::{Field, MultipartError};
 use axum::http::StatusCode;
 use bytes::{Bytes, BytesMut};
-use unmark_schemas::params::{Engine, OutputFormat, WatermarkOptions};
+use unmark_schemas::params::{Engine, OutputFormat, PluginCall, WatermarkOptions};
 use unmark_schemas::{ParamError, SubmitParams};
 
 use crate::ApiError;
 
 const FIELDS: &str = "image, mask, engine, radius, mask_dilate, format, quality, work_max_side, \
-                      keep_metadata, callback_url";
+                      keep_metadata, pre, detector, post, callback_url";
 
 /// A parsed and validated request.
 pub(crate) struct WatermarkForm {
@@ -20,7 +20,7 @@ pub(crate) struct WatermarkForm {
     pub(crate) callback_url: Option<String>,
 }
 
-fn multipart_error(e: MultipartError, limit: usize) -> ApiError {
+pub(crate) fn multipart_error(e: MultipartError, limit: usize) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::too_large(format!("request body is over the limit of {limit} bytes"))
     } else {
@@ -29,7 +29,7 @@ fn multipart_error(e: MultipartError, limit: usize) -> ApiError {
 }
 
 /// Reads a file part, refusing it as soon as it passes `limit` bytes.
-async fn read_file(
+pub(crate) async fn read_file(
     mut field: Field<'_>,
     name: &str,
     limit: u64,
@@ -111,6 +111,17 @@ pub(crate) async fn parse(
                     "quality" => params.quality = Some(number(&name, &text)?),
                     "work_max_side" => params.work_max_side = Some(number(&name, &text)?),
                     "keep_metadata" => params.keep_metadata = Some(boolean(&name, &text)?),
+                    "pre" => params.pre = PluginCall::parse_list(&name, &text).map_err(param)?,
+                    "post" => params.post = PluginCall::parse_list(&name, &text).map_err(param)?,
+                    "detector" => {
+                        let mut calls = PluginCall::parse_list(&name, &text).map_err(param)?;
+                        if calls.len() > 1 {
+                            return Err(ApiError::bad_request(
+                                "detector names one mask plugin, got several",
+                            ));
+                        }
+                        params.detector = calls.pop();
+                    }
                     "callback_url" => callback_url = Some(text.trim().to_owned()),
                     other => {
                         return Err(ApiError::bad_request(format!(

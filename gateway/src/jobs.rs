@@ -58,7 +58,10 @@ pub(crate) async fn admit_and_submit(
     job: form::WatermarkForm,
     rid: &Option<String>,
 ) -> Result<(JobId, Option<Reservation>), ApiError> {
-    let options = quota::within_plan(caller, job.options);
+    let mut options = quota::within_plan(caller, job.options);
+    unmark_plugins::resolve(&state.plugins.registry, &mut options)
+        .await
+        .map_err(|e| crate::plugins::job_error(e).with_request_id(rid.clone()))?;
     let cost = crate::limits::cost(&job.image, options.decode.max_megapixels);
     if let Some(url) = &job.callback_url {
         crate::webhooks::check_destination(url, &state.config.webhooks)

@@ -14,7 +14,9 @@
 //! let client = JobClient::new(Arc::new(InProcessBroker::new()), BlobStore::in_memory());
 //! let store = JobStore::open("sqlite://unmark-data/unmark.db", 4).await?;
 //! let metrics = Arc::new(unmark_gateway::Metrics::default());
-//! let app = router(Jobs::new(client, store), GatewayConfig::default(), metrics);
+//! let sandbox = unmark_plugins::Sandbox::new(Default::default(), None)?;
+//! let plugins = unmark_plugins::PluginHost::new(client.blobs().clone(), sandbox);
+//! let app = router(Jobs::new(client, store), GatewayConfig::default(), metrics, plugins);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app).await?;
 //! # Ok(())
@@ -29,6 +31,7 @@ mod jobs;
 mod limits;
 mod metrics;
 mod openapi;
+mod plugins;
 mod quota;
 mod routes;
 mod webhooks;
@@ -96,15 +99,22 @@ pub(crate) struct AppState {
     pub(crate) jobs: Jobs,
     pub(crate) config: Arc<GatewayConfig>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) plugins: unmark_plugins::PluginHost,
 }
 
 /// The whole API as an axum router. Serve it with
 /// `into_make_service_with_connect_info::<SocketAddr>()` so that per-IP limits see the peer.
-pub fn router(jobs: Jobs, config: GatewayConfig, metrics: Arc<Metrics>) -> Router {
+pub fn router(
+    jobs: Jobs,
+    config: GatewayConfig,
+    metrics: Arc<Metrics>,
+    plugins: unmark_plugins::PluginHost,
+) -> Router {
     routes::build(AppState {
         jobs,
         config: Arc::new(config),
         metrics,
+        plugins,
     })
 }
 

@@ -13,7 +13,8 @@ use unmark_broker::{JobError, JobOutcome};
 
 use crate::auth::Caller;
 use crate::{
-    ApiError, AppState, auth, form, idempotency, jobs, limits, metrics, openapi, quota, request_id,
+    ApiError, AppState, auth, form, idempotency, jobs, limits, metrics, openapi, plugins, quota,
+    request_id,
 };
 
 pub(crate) fn build(state: AppState) -> Router {
@@ -26,6 +27,15 @@ pub(crate) fn build(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/events", get(jobs::events))
         .route("/api/v1/usage", get(quota::usage))
         .route("/api/v1/admin/usage", get(quota::all_usage))
+        .route("/api/v1/plugins", get(plugins::list).post(plugins::add))
+        .route(
+            "/api/v1/plugins/{name}",
+            get(plugins::versions).delete(plugins::remove_all),
+        )
+        .route(
+            "/api/v1/plugins/{name}/{version}",
+            get(plugins::show).delete(plugins::remove_one),
+        )
         // After authentication: idempotency keys are per caller.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

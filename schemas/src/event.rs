@@ -93,6 +93,9 @@ pub enum FailureReason {
     MaskSizeMismatch,
     /// No mask was sent and no detector can make one (HTTP 422).
     MaskRequired,
+    /// A WASM plugin step failed: it ran out of its CPU or memory budget, trapped, broke the
+    /// plugin contract or reported an error (HTTP 422).
+    PluginFailed,
     /// The job did not finish in time (HTTP 504).
     Timeout,
     /// A fault of the service, not of the input (HTTP 500).
@@ -114,6 +117,7 @@ impl FailureReason {
             Self::InvalidParameter => "invalid_parameter",
             Self::MaskSizeMismatch => "mask_size_mismatch",
             Self::MaskRequired => "mask_required",
+            Self::PluginFailed => "plugin_failed",
             Self::Timeout => "timeout",
             Self::Internal => "internal",
         }

@@ -301,6 +301,8 @@ pub struct WatermarkOptions {
     pub inpaint: InpaintParams,
     /// Output.
     pub encode: EncodeParams,
+    /// WASM plugin steps around the built-in ones.
+    pub plugins: PluginSteps,
 }
 
 impl WatermarkOptions {
@@ -310,9 +312,280 @@ impl WatermarkOptions {
         self.prescale.validate()?;
         self.detect.validate()?;
         self.inpaint.validate()?;
-        self.encode.validate()
+        self.encode.validate()?;
+        self.plugins.validate()
     }
 }
+
+/// Most plugin steps on each side of the built-in pipeline.
+pub const MAX_PLUGIN_STEPS: usize = 8;
+/// Largest `params` object of a plugin step, as JSON bytes.
+pub const MAX_PLUGIN_PARAMS_BYTES: usize = 16 * 1024;
+
+/// Where a plugin step runs in the watermark pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginRole {
+    /// A filter after decode, before pre-scale: it sees the original image (and the mask,
+    /// where one was sent) and replaces the image.
+    Pre,
+    /// A mask detector before the mask step: its mask is added to the client's (if any).
+    Detector,
+    /// A filter after inpaint: it sees the finished image at full size and replaces it.
+    Post,
+}
+
+impl PluginRole {
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pre => "pre",
+            Self::Detector => "detector",
+            Self::Post => "post",
+        }
+    }
+}
+
+/// A plugin step as a client asks for it: `{"plugin": "blur@1", "params": {"sigma": 2}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginCall {
+    /// `name@version`, or `name` for its newest version.
+    pub plugin: String,
+    /// The plugin's own parameters, a JSON object (numbers reach C plugins through
+    /// `unmark_param`, the whole object through `params_json`).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub params: serde_json::Value,
+    /// SHA-256 of the module, filled in by the server when it resolves `plugin`; a client
+    /// may set it to pin the exact module.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl PluginCall {
+    /// A call of `plugin` with no parameters.
+    pub fn new(plugin: impl Into<String>) -> Self {
+        Self {
+            plugin: plugin.into(),
+            params: serde_json::Value::Null,
+            sha256: None,
+        }
+    }
+
+    /// Checks the reference and the parameters' shape.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        parse_plugin_ref(&self.plugin)?;
+        check_plugin_params(&self.params)?;
+        if let Some(sha) = &self.sha256 {
+            check_sha256(sha)?;
+        }
+        Ok(())
+    }
+
+    /// Parses a form field or CLI flag: a JSON object, a JSON array of objects, or
+    /// comma-separated `name@version` references.
+    pub fn parse_list(field: &str, text: &str) -> Result<Vec<Self>, ParamError> {
+        let text = text.trim();
+        let calls = if text.starts_with('[') {
+            serde_json::from_str(text)
+                .map_err(|e| ParamError::new(field, format!("{field}: bad JSON: {e}")))?
+        } else if text.starts_with('{') {
+            vec![
+                serde_json::from_str(text)
+                    .map_err(|e| ParamError::new(field, format!("{field}: bad JSON: {e}")))?,
+            ]
+        } else {
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(Self::new)
+                .collect()
+        };
+        for call in &calls {
+            call.validate()?;
+        }
+        Ok(calls)
+    }
+}
+
+/// The plugin steps of a watermark removal.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PluginSteps {
+    /// Filters before pre-scale, in order.
+    pub pre: Vec<PluginCall>,
+    /// A mask detector.
+    pub detector: Option<PluginCall>,
+    /// Filters after inpaint, in order.
+    pub post: Vec<PluginCall>,
+}
+
+impl PluginSteps {
+    /// Every call with its role, in pipeline order.
+    pub fn calls(&self) -> impl Iterator<Item = (PluginRole, &PluginCall)> {
+        let pre = self.pre.iter().map(|c| (PluginRole::Pre, c));
+        let detector = self.detector.iter().map(|c| (PluginRole::Detector, c));
+        let post = self.post.iter().map(|c| (PluginRole::Post, c));
+        pre.chain(detector).chain(post)
+    }
+
+    /// Every call with its role, mutable (to resolve references).
+    pub fn calls_mut(&mut self) -> impl Iterator<Item = (PluginRole, &mut PluginCall)> {
+        let pre = self.pre.iter_mut().map(|c| (PluginRole::Pre, c));
+        let detector = self.detector.iter_mut().map(|c| (PluginRole::Detector, c));
+        let post = self.post.iter_mut().map(|c| (PluginRole::Post, c));
+        pre.chain(detector).chain(post)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.calls().next().is_none()
+    }
+
+    /// Checks counts and every call.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        for (name, n) in [("pre", self.pre.len()), ("post", self.post.len())] {
+            if n > MAX_PLUGIN_STEPS {
+                return Err(ParamError::new(
+                    name,
+                    format!("at most {MAX_PLUGIN_STEPS} {name} plugin steps, got {n}"),
+                ));
+            }
+        }
+        self.calls().try_for_each(|(_, call)| call.validate())
+    }
+}
+
+/// Splits `name@version` (or `name`) and checks both parts: a name is 1 to 40 of
+/// `[a-z0-9_-]` starting with a letter or digit (it becomes a NATS subject token), a
+/// version 1 to 32 of `[A-Za-z0-9._-]`.
+pub fn parse_plugin_ref(reference: &str) -> Result<(&str, Option<&str>), ParamError> {
+    let (name, version) = match reference.split_once('@') {
+        Some((name, version)) => (name, Some(version)),
+        None => (reference, None),
+    };
+    check_plugin_name(name)?;
+    if let Some(v) = version {
+        check_plugin_version(v)?;
+    }
+    Ok((name, version))
+}
+
+/// Checks a plugin name (see [`parse_plugin_ref`]).
+pub fn check_plugin_name(name: &str) -> Result<(), ParamError> {
+    let ok = (1..=40).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ParamError::new(
+            "plugin",
+            format!(
+                "a plugin name is 1 to 40 of [a-z0-9_-], starting with a letter or digit; got {name:?}"
+            ),
+        ))
+    }
+}
+
+/// Checks a plugin version (see [`parse_plugin_ref`]).
+pub fn check_plugin_version(version: &str) -> Result<(), ParamError> {
+    let ok = (1..=32).contains(&version.len())
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !version.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ParamError::new(
+            "plugin",
+            format!("a plugin version is 1 to 32 of [A-Za-z0-9._-]; got {version:?}"),
+        ))
+    }
+}
+
+fn check_sha256(sha: &str) -> Result<(), ParamError> {
+    if sha.len() == 64
+        && sha
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(ParamError::new(
+            "sha256",
+            format!("sha256 must be 64 lowercase hex digits, got {sha:?}"),
+        ))
+    }
+}
+
+fn check_plugin_params(params: &serde_json::Value) -> Result<(), ParamError> {
+    if !(params.is_null() || params.is_object()) {
+        return Err(ParamError::new(
+            "params",
+            format!("plugin params must be a JSON object, got {params}"),
+        ));
+    }
+    let size = serde_json::to_vec(params)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > MAX_PLUGIN_PARAMS_BYTES {
+        return Err(ParamError::new(
+            "params",
+            format!("plugin params are {size} bytes of JSON; at most {MAX_PLUGIN_PARAMS_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The parameters of a plugin step (stage `plugin.<name>`), as the pipeline builds them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginStepParams {
+    /// `name@version`, resolved.
+    pub plugin: String,
+    /// SHA-256 of the module; the worker refuses a module with another digest.
+    pub sha256: String,
+    /// Where the step sits, which decides what it reads and writes.
+    pub role: PluginRole,
+    /// The plugin's own parameters.
+    #[serde(default)]
+    pub params: serde_json::Value,
+}
+
+impl Default for PluginStepParams {
+    fn default() -> Self {
+        Self {
+            plugin: String::new(),
+            sha256: String::new(),
+            role: PluginRole::Pre,
+            params: serde_json::Value::Null,
+        }
+    }
+}
+
+impl PluginStepParams {
+    /// Checks the step against the stage that runs it (`plugin.<name>`).
+    pub fn validate(&self, stage_plugin: &str) -> Result<(), ParamError> {
+        let (name, version) = parse_plugin_ref(&self.plugin)?;
+        if name != stage_plugin || version.is_none() {
+            return Err(ParamError::new(
+                "plugin",
+                format!(
+                    "stage plugin.{stage_plugin} runs {stage_plugin}@<version>, got {:?}",
+                    self.plugin
+                ),
+            ));
+        }
+        check_sha256(&self.sha256)?;
+        check_plugin_params(&self.params)
+    }
+}
+
+/// Prefix of the stage names of plugin steps: `plugin.<name>`.
+pub const PLUGIN_STAGE_PREFIX: &str = "plugin.";
 
 /// Parses a step's parameters as `T`, rejecting unknown fields.
 pub fn parse<T: DeserializeOwned + Default>(
@@ -334,6 +607,13 @@ pub fn validate_step(stage: &str, value: &serde_json::Value) -> Result<(), Param
         "detect" => parse::<DetectParams>(stage, value)?.validate(),
         "inpaint" => parse::<InpaintParams>(stage, value)?.validate(),
         "encode" => parse::<EncodeParams>(stage, value)?.validate(),
+        other if other.starts_with(PLUGIN_STAGE_PREFIX) => {
+            let name = &other[PLUGIN_STAGE_PREFIX.len()..];
+            check_plugin_name(name)?;
+            let p: PluginStepParams = serde_json::from_value(value.clone())
+                .map_err(|e| ParamError::new(stage, format!("bad {stage} parameters: {e}")))?;
+            p.validate(name)
+        }
         other => Err(ParamError::new("stage", format!("unknown stage {other:?}"))),
     }
 }

@@ -1,7 +1,9 @@
 //! The built-in pipelines, as ordered steps.
 
 use crate::Step;
-use crate::params::WatermarkOptions;
+use crate::params::{
+    PLUGIN_STAGE_PREFIX, PluginCall, PluginRole, PluginStepParams, WatermarkOptions,
+};
 
 /// Name of the watermark pipeline.
 pub const REMOVE_WATERMARK: &str = "remove-watermark";
@@ -16,13 +18,42 @@ fn step(stage: &str, params: &impl serde::Serialize) -> Step {
     }
 }
 
-/// decode -> prescale -> detect -> inpaint -> encode, with `options` spread over the steps.
+/// The step of a plugin call: stage `plugin.<name>`. The call must be resolved (its
+/// `plugin` names a version and its `sha256` is set), or the job fails validation.
+pub fn plugin_step(call: &PluginCall, role: PluginRole) -> Step {
+    let name = call.plugin.split('@').next().unwrap_or_default();
+    step(
+        &format!("{PLUGIN_STAGE_PREFIX}{name}"),
+        &PluginStepParams {
+            plugin: call.plugin.clone(),
+            sha256: call.sha256.clone().unwrap_or_default(),
+            role,
+            params: call.params.clone(),
+        },
+    )
+}
+
+/// decode -> [pre plugins] -> prescale -> [detector plugin] -> detect -> inpaint ->
+/// [post plugins] -> encode, with `options` spread over the steps.
 pub fn remove_watermark(options: &WatermarkOptions) -> Vec<Step> {
-    vec![
-        step("decode", &options.decode),
-        step("prescale", &options.prescale),
-        step("detect", &options.detect),
-        step("inpaint", &options.inpaint),
-        step("encode", &options.encode),
-    ]
+    let plugins = &options.plugins;
+    let mut steps = vec![step("decode", &options.decode)];
+    steps.extend(plugins.pre.iter().map(|c| plugin_step(c, PluginRole::Pre)));
+    steps.push(step("prescale", &options.prescale));
+    steps.extend(
+        plugins
+            .detector
+            .iter()
+            .map(|c| plugin_step(c, PluginRole::Detector)),
+    );
+    steps.push(step("detect", &options.detect));
+    steps.push(step("inpaint", &options.inpaint));
+    steps.extend(
+        plugins
+            .post
+            .iter()
+            .map(|c| plugin_step(c, PluginRole::Post)),
+    );
+    steps.push(step("encode", &options.encode));
+    steps
 }

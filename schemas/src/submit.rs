@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::FailureReason;
-use crate::params::{Engine, OutputFormat, ParamError, WatermarkOptions};
+use crate::params::{Engine, OutputFormat, ParamError, PluginCall, WatermarkOptions};
 
 /// An input of a submitted job: inline (base64) or already in the blob store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -39,6 +39,15 @@ pub struct SubmitParams {
     pub work_max_side: Option<u32>,
     /// Keep EXIF.
     pub keep_metadata: Option<bool>,
+    /// WASM filters to run after decode, before pre-scale, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pre: Vec<PluginCall>,
+    /// A WASM mask detector; its mask is added to the one sent, and makes a mask optional.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detector: Option<PluginCall>,
+    /// WASM filters to run on the finished image, before encode, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub post: Vec<PluginCall>,
 }
 
 impl SubmitParams {
@@ -65,6 +74,15 @@ impl SubmitParams {
         }
         if let Some(v) = self.keep_metadata {
             o.encode.keep_metadata = v;
+        }
+        if !self.pre.is_empty() {
+            o.plugins.pre = self.pre.clone();
+        }
+        if self.detector.is_some() {
+            o.plugins.detector = self.detector.clone();
+        }
+        if !self.post.is_empty() {
+            o.plugins.post = self.post.clone();
         }
         o.validate()?;
         Ok(o)

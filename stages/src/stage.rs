@@ -88,7 +88,7 @@ impl StageOutput {
 /// Batching, acks, retries, storage and telemetry live in the [`crate::Runner`], once.
 pub trait Stage: Send + Sync + 'static {
     /// The stage's name; it consumes `unmark.stage.<name>`.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
 
     /// The artifacts it reads; those present are loaded, absent ones are skipped.
     fn reads(&self) -> &'static [&'static str];

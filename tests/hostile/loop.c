@@ -1,0 +1,11 @@
+/* Hostile: never returns. The epoch deadline must stop it. */
+#define UNMARK_PLUGIN_MAIN
+#include "unmark_plugin.h"
+
+UNMARK_EXPORT(unmark_filter)
+int32_t unmark_filter(uint8_t *rgba, uint32_t w, uint32_t h, const uint8_t *mask, const char *p,
+                      uint32_t n) {
+    (void)mask, (void)p, (void)n;
+    volatile uint32_t spin = 0;
+    for (;;) spin += rgba[0] + w + h;
+}
