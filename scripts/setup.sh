@@ -2,7 +2,9 @@
 # Installs what building and testing unmark needs on a fresh Debian machine.
 #   scripts/setup.sh          the linker (lld), nats-server, and a check for the Rust toolchain
 #   scripts/setup.sh --test   also what the tests start: PostgreSQL (Debian), moto's S3 server
-#                             and nats-py (PyPI)
+#                             and nats-py (PyPI), and the WASM plugin toolchains the tests build
+#                             the example plugins with: clang + wasi-libc (Debian) and
+#                             AssemblyScript (npm)
 #   scripts/setup.sh --bench  also OpenCV for Python, the reference of the quality bench
 set -euo pipefail
 
@@ -14,6 +16,12 @@ if [ "$mode" = "--test" ]; then
     # The PostgreSQL server the tests start (they run it as the postgres user via setpriv).
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
     command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
+    # C plugins: clang's wasm32 target, wasi-libc, and compiler-rt's wasm32 builtins.
+    command -v clang >/dev/null 2>&1 || need_apt+=(clang)
+    [ -f /usr/lib/wasm32-wasi/libc.a ] || need_apt+=(wasi-libc)
+    ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 \
+        || need_apt+=(libclang-rt-dev-wasm32)
+    command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]} (Debian packages)"
@@ -48,6 +56,12 @@ if [ "$mode" = "--test" ]; then
     python3 -c "import moto.server, flask" 2>/dev/null || {
         echo "setup: installing moto[server] (PyPI)"
         python3 -m pip install -q "moto[server]"
+    }
+    # The AssemblyScript compiler for the example plugin written in it (pinned by its lock file).
+    as_dir="$(dirname "$0")/../plugins/examples/assemblyscript"
+    [ -x "$as_dir/node_modules/.bin/asc" ] || {
+        echo "setup: installing assemblyscript (npm)"
+        npm ci --prefix "$as_dir" --no-audit --no-fund --silent
     }
     # The OpenAPI conformance test.
     python3 -c "import schemathesis" 2>/dev/null || {

@@ -346,6 +346,7 @@ impl Config {
             .options()
             .validate()
             .context("invalid configuration")?;
+        config.check_plugins()?;
         let plans = config.all_plans();
         if !plans.contains_key(&config.server.api_key_plan) {
             anyhow::bail!(
@@ -463,6 +464,24 @@ impl Config {
     }
 
     /// Settings of the stage runners.
+    fn check_plugins(&self) -> Result<()> {
+        let p = &self.plugins;
+        let ranges = [
+            ("memory_mib", p.memory_mib, 1, 4096),
+            ("cpu_base_ms", p.cpu_base_ms, 1, 3_600_000),
+            ("cpu_ms_per_megapixel", p.cpu_ms_per_megapixel, 0, 3_600_000),
+            // Plugin calls run on the runtime's blocking threads, whose native stack is 2 MiB.
+            ("stack_kib", p.stack_kib as u64, 32, 1024),
+            ("max_module_kib", p.max_module_kib as u64, 1, 256 * 1024),
+        ];
+        for (name, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                anyhow::bail!("plugins.{name} must be from {min} to {max}, got {value}");
+            }
+        }
+        Ok(())
+    }
+
     /// The plugin sandbox's limits.
     pub(crate) fn plugin_limits(&self) -> unmark_plugins::Limits {
         let p = &self.plugins;

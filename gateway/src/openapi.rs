@@ -55,7 +55,7 @@ fn job_errors(responses: &mut Map<String, Value>) {
         ),
         (
             "422",
-            "a truncated or corrupt image; no mask; Idempotency-Key reused",
+            "a truncated or corrupt image; no mask; a plugin step failed; Idempotency-Key reused",
         ),
         (
             "429",
@@ -96,6 +96,9 @@ fn multipart_form() -> Value {
             "quality": { "type": "integer", "minimum": 1, "maximum": 100 },
             "work_max_side": { "type": "integer", "minimum": 64, "maximum": 16384 },
             "keep_metadata": { "type": "boolean" },
+            "pre": { "type": "string", "description": "WASM filters before pre-scale: `name[@version]` list (comma-separated), or JSON `[{\"plugin\": \"blur@1\", \"params\": {\"sigma\": 2}}]`" },
+            "detector": { "type": "string", "description": "a WASM mask detector, `name[@version]` or a JSON object; its mask is added to the one sent, which becomes optional" },
+            "post": { "type": "string", "description": "WASM filters on the finished image, like `pre`" },
             "callback_url": { "type": "string", "description": "an absolute http(s) URL" }
         }
     })
@@ -212,6 +215,20 @@ fn components() -> Value {
         }),
     );
     schemas.insert(
+        "Plugin".into(),
+        json!({
+            "type": "object",
+            "required": ["name", "version", "reference", "kind", "sha256", "size", "abi", "created_ms"],
+            "properties": {
+                "name": { "type": "string" }, "version": { "type": "string" },
+                "reference": { "type": "string", "description": "name@version, as jobs name it" },
+                "kind": { "type": "string", "enum": ["filter", "mask"] },
+                "sha256": { "type": "string" }, "size": { "type": "integer" },
+                "abi": { "type": "integer" }, "created_ms": { "type": "integer" }
+            }
+        }),
+    );
+    schemas.insert(
         "AdminUsage".into(),
         json!({
             "type": "object", "required": ["keys"],
@@ -245,7 +262,7 @@ pub(crate) fn document() -> Value {
     both["application/json"] = json!({ "schema": schema_ref("SubmitRequest") });
     let unauthorized = problem("missing, invalid or revoked API key");
     let not_found = problem("no such job");
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "unmark",
@@ -305,7 +322,7 @@ pub(crate) fn document() -> Value {
                     "410": problem("the result expired, or was returned synchronously"),
                     "413": problem("the job failed: input too large"),
                     "415": problem("the job failed: unsupported format"),
-                    "422": problem("the job failed: corrupt image or no mask"),
+                    "422": problem("the job failed: corrupt image, no mask, or a plugin step failed"),
                     "500": problem("the job failed on our side"),
                     "504": problem("the job made no progress for too long")
                 }
@@ -342,7 +359,90 @@ pub(crate) fn document() -> Value {
                 }
             }}
         }
-    })
+    });
+    if let Some(map) = doc["paths"].as_object_mut() {
+        map.extend(plugin_paths());
+    }
+    doc
+}
+
+/// `/api/v1/plugins...`.
+fn plugin_paths() -> Map<String, Value> {
+    let plugin = || json_response("the plugin", schema_ref("Plugin"));
+    let list = |what: &str| {
+        json_response(
+            what,
+            json!({ "type": "object", "properties": { what: { "type": "array", "items": schema_ref("Plugin") } } }),
+        )
+    };
+    let path = |name: &str| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } });
+    let query = |name: &str| json!({ "name": name, "in": "query", "required": false, "schema": { "type": "string" } });
+    let upload = json!({
+        "multipart/form-data": { "schema": {
+            "type": "object", "required": ["name", "module"],
+            "properties": {
+                "name": { "type": "string", "description": "1 to 40 of [a-z0-9_-]" },
+                "version": { "type": "string", "description": "default: the next whole number" },
+                "module": { "type": "string", "format": "binary", "description": "the .wasm module" }
+            }
+        }},
+        "application/wasm": { "schema": { "type": "string", "format": "binary" } }
+    });
+    let unauthorized = || problem("missing, invalid or revoked API key");
+    let bad = || problem("a malformed name or version");
+    let missing = || problem("no such plugin");
+    let admin = || problem("not an admin key");
+    let removed = || list("removed");
+    let json = json!({
+        "/api/v1/plugins": {
+            "get": {
+                "summary": "installed WASM plugins",
+                "responses": { "200": list("plugins"), "401": unauthorized() }
+            },
+            "post": {
+                "summary": "install a WASM plugin (admin keys): validated, then stored with its SHA-256",
+                "parameters": [query("name"), query("version")],
+                "requestBody": { "required": true, "content": upload },
+                "responses": {
+                    "200": plugin(), "201": plugin(),
+                    "400": problem("a malformed request, name or version"),
+                    "401": unauthorized(), "403": admin(),
+                    "409": problem("this version is installed with another module"),
+                    "413": problem("the module or body is over its limit"),
+                    "415": problem("neither multipart/form-data nor application/wasm"),
+                    "422": problem("the module is refused: not WebAssembly, a forbidden import, a broken contract")
+                }
+            }
+        },
+        "/api/v1/plugins/{name}": {
+            "get": {
+                "summary": "a plugin's versions",
+                "parameters": [path("name")],
+                "responses": { "200": list("plugins"), "400": bad(), "401": unauthorized(), "404": missing() }
+            },
+            "delete": {
+                "summary": "remove every version of a plugin (admin keys)",
+                "parameters": [path("name")],
+                "responses": { "200": removed(), "400": bad(), "401": unauthorized(), "403": admin(), "404": missing() }
+            }
+        },
+        "/api/v1/plugins/{name}/{version}": {
+            "get": {
+                "summary": "one version of a plugin",
+                "parameters": [path("name"), path("version")],
+                "responses": { "200": plugin(), "400": bad(), "401": unauthorized(), "404": missing() }
+            },
+            "delete": {
+                "summary": "remove one version of a plugin (admin keys)",
+                "parameters": [path("name"), path("version")],
+                "responses": { "200": removed(), "400": bad(), "401": unauthorized(), "403": admin(), "404": missing() }
+            }
+        }
+    });
+    match json {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
 }
 
 /// `GET /api/v1/openapi.json`.

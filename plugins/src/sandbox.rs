@@ -192,7 +192,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// The guest memory range `ptr..ptr+len`, if it lies inside `size` bytes.
 fn guest_range(size: usize, ptr: i32, len: u64, call: &str) -> Result<Range<usize>, PluginError> {
     let start = u64::from(ptr as u32);
-    let end = start.checked_add(len).unwrap_or(u64::MAX);
+    let end = start.saturating_add(len);
     if end > size as u64 {
         return Err(PluginError::OutOfBounds {
             call: call.to_owned(),
