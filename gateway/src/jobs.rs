@@ -137,12 +137,7 @@ pub(crate) async fn submit(
 ) -> Result<Response, ApiError> {
     let rid = request_id(request.headers());
     let config = &state.config;
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let content_type = crate::content_type(request.headers());
     let job = if content_type.starts_with("application/json") {
         let body = Bytes::from_request(request, &state)
             .await

@@ -91,12 +91,7 @@ pub(crate) async fn add(
     admin_only(&caller).map_err(with_rid)?;
     let limit = state.plugins.sandbox.limits().max_module_bytes as u64;
     let body_limit = state.config.max_body_bytes;
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let content_type = crate::content_type(request.headers());
     let (name, version, module) = if content_type.starts_with("multipart/form-data") {
         let multipart = Multipart::from_request(request, &state)
             .await
