@@ -30,7 +30,7 @@ priority = 0
 "#;
 
 /// `unmark keys create`, as an operator runs it beside the server; returns the key.
-fn create_key(env: &[(&str, &str)], name: &str, plan: &str, admin: bool) -> String {
+pub(crate) fn create_key(env: &[(&str, &str)], name: &str, plan: &str, admin: bool) -> String {
     let mut cmd = unmark();
     cmd.args(["keys", "create", "--name", name, "--plan", plan]);
     if admin {

@@ -394,20 +394,9 @@ async fn http_jobs_run_plugin_steps_and_survive_hostile_plugins() {
     .await;
 
     // Only admin keys install; any key lists.
-    let out = unmark()
-        .args(["keys", "create", "--name", "user", "--plan", "free"])
-        .env("UNMARK_DATA_DIR", data.path())
-        .output()
-        .expect("keys create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let user_key = String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_owned();
+    let data_dir = data.path().display().to_string();
+    let user_key =
+        crate::api_keys::create_key(&[("UNMARK_DATA_DIR", &data_dir)], "user", "free", false);
     problem(
         upload(&server, &user_key, "mine", Some("1"), example("blur")).await,
         403,
