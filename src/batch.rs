@@ -37,6 +37,7 @@ async fn process(
     client: &JobClient,
     item: &Item,
     options: &WatermarkOptions,
+    profile: Option<&Bytes>,
     n: usize,
 ) -> Result<PathBuf> {
     let image = tokio::fs::read(&item.input)
@@ -48,6 +49,9 @@ async fn process(
             .await
             .with_context(|| format!("cannot read mask {}", mask.display()))?;
         inputs.push(("mask_input", Bytes::from(bytes)));
+    }
+    if let Some(profile) = profile {
+        inputs.push(("profile", profile.clone()));
     }
     let id = JobId::new(format!("cli-{}-{n}", std::process::id()))?;
     let mut job = client
@@ -84,7 +88,7 @@ async fn process(
     written
 }
 
-fn files_in(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn files_in(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -155,6 +159,16 @@ pub(crate) async fn run(config: &Config, args: &RemoveArgs) -> Result<ExitCode> 
     let (pipeline, transport) =
         crate::embedded::start_all(config, "all", crate::embedded::Blobs::Memory).await?;
     unmark_plugins::resolve(&transport.plugins.registry, &mut options).await?;
+    let profile = match &args.profile {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read profile {}", path.display()))?;
+            unmark_stages::profile::Profile::from_json(&bytes)
+                .with_context(|| format!("{} is not a watermark profile", path.display()))?;
+            Some(Bytes::from(bytes))
+        }
+        None => None,
+    };
     let client = pipeline.client.clone();
     let folder_mode = items[0].folder_mode;
     let bar = if folder_mode {
@@ -170,9 +184,9 @@ pub(crate) async fn run(config: &Config, args: &RemoveArgs) -> Result<ExitCode> 
     let results: Vec<(PathBuf, Result<PathBuf>)> =
         futures_util::stream::iter(items.iter().enumerate())
             .map(|(n, item)| {
-                let (client, options, bar) = (&client, &options, &bar);
+                let (client, options, bar, profile) = (&client, &options, &bar, profile.as_ref());
                 async move {
-                    let result = process(client, item, options, n).await;
+                    let result = process(client, item, options, profile, n).await;
                     bar.inc(1);
                     (item.input.clone(), result)
                 }

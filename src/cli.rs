@@ -56,6 +56,11 @@ enum Command {
     },
     /// Removes the watermark from one image, or from every image in a folder.
     RemoveWatermark(RemoveArgs),
+    /// Learns watermark profiles (the same mark on many images).
+    Profile {
+        #[command(subcommand)]
+        command: crate::profile::ProfileCommand,
+    },
     /// Installs, lists and removes WASM plugins (filters and mask detectors).
     Plugins {
         #[command(subcommand)]
@@ -125,6 +130,10 @@ pub(crate) struct RemoveArgs {
     /// WASM filters to run on the finished image, like --pre.
     #[arg(long)]
     pub(crate) post: Option<String>,
+    /// A watermark profile (`unmark profile learn`): the mark is found in each image and
+    /// unblended; makes --mask optional.
+    #[arg(long)]
+    pub(crate) profile: Option<PathBuf>,
 }
 
 impl RemoveArgs {
@@ -213,6 +222,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::RemoveWatermark(args) => runtime()?.block_on(crate::batch::run(&config, &args)),
         Command::Keys { command } => runtime()?.block_on(crate::keys::run(&config, command)),
+        Command::Profile { command } => crate::profile::run(&config, command),
         Command::Plugins { command } => runtime()?.block_on(crate::plugins::run(&config, command)),
         Command::CheckConfig => {
             check(&config)?;

@@ -8,6 +8,7 @@ mod config;
 mod embedded;
 mod keys;
 mod plugins;
+mod profile;
 mod serve;
 mod submit;
 

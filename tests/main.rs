@@ -15,6 +15,7 @@ mod pipeline;
 mod plugins;
 mod postgres;
 mod procs;
+mod profiles;
 mod reference_filters;
 mod s3;
 mod scaleout;

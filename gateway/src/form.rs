@@ -10,7 +10,7 @@ use unmark_schemas::{ParamError, SubmitParams};
 use crate::ApiError;
 
 const FIELDS: &str = "image, mask, engine, radius, mask_dilate, format, quality, work_max_side, \
-                      keep_metadata, pre, detector, post, callback_url";
+                      keep_metadata, pre, detector, post, profile, callback_url";
 
 /// A parsed and validated request.
 pub(crate) struct WatermarkForm {
@@ -18,6 +18,8 @@ pub(crate) struct WatermarkForm {
     pub(crate) mask: Option<Bytes>,
     pub(crate) options: WatermarkOptions,
     pub(crate) callback_url: Option<String>,
+    /// A watermark profile's id: the mark to find and unblend.
+    pub(crate) profile: Option<String>,
 }
 
 pub(crate) fn multipart_error(e: MultipartError, limit: usize) -> ApiError {
@@ -79,7 +81,7 @@ pub(crate) async fn parse(
 ) -> Result<WatermarkForm, ApiError> {
     let mut params = SubmitParams::default();
     let file_limit = defaults.decode.max_input_bytes;
-    let (mut image, mut mask, mut callback_url) = (None, None, None);
+    let (mut image, mut mask, mut callback_url, mut profile) = (None, None, None, None);
     let mut seen = Vec::new();
     while let Some(field) = multipart
         .next_field()
@@ -123,6 +125,7 @@ pub(crate) async fn parse(
                         params.detector = calls.pop();
                     }
                     "callback_url" => callback_url = Some(text.trim().to_owned()),
+                    "profile" => profile = Some(text.trim().to_owned()),
                     other => {
                         return Err(ApiError::bad_request(format!(
                             "unknown part {other:?}; expected one of {FIELDS}"
@@ -142,5 +145,6 @@ pub(crate) async fn parse(
         mask: mask.filter(|m| !m.is_empty()),
         options,
         callback_url,
+        profile,
     })
 }

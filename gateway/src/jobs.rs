@@ -72,6 +72,12 @@ pub(crate) async fn admit_and_submit(
     if let Some(mask) = job.mask {
         inputs.push(("mask_input", mask));
     }
+    if let Some(id) = &job.profile {
+        let bytes = crate::profiles::load(state, id)
+            .await
+            .map_err(|e| e.with_request_id(rid.clone()))?;
+        inputs.push(("profile", bytes));
+    }
     let held = quota::hold(state, caller, cost, rid).await?;
     let submitted = state
         .jobs
@@ -224,6 +230,7 @@ fn json_job(body: &[u8], state: &AppState) -> Result<form::WatermarkForm, ApiErr
         mask,
         options,
         callback_url: request.callback_url,
+        profile: None,
     })
 }
 

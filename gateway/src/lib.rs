@@ -32,6 +32,7 @@ mod limits;
 mod metrics;
 mod openapi;
 mod plugins;
+mod profiles;
 mod quota;
 mod routes;
 mod webhooks;

@@ -13,8 +13,8 @@ use unmark_broker::{JobError, JobOutcome};
 
 use crate::auth::Caller;
 use crate::{
-    ApiError, AppState, auth, form, idempotency, jobs, limits, metrics, openapi, plugins, quota,
-    request_id,
+    ApiError, AppState, auth, form, idempotency, jobs, limits, metrics, openapi, plugins, profiles,
+    quota, request_id,
 };
 
 pub(crate) fn build(state: AppState) -> Router {
@@ -27,6 +27,11 @@ pub(crate) fn build(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/events", get(jobs::events))
         .route("/api/v1/usage", get(quota::usage))
         .route("/api/v1/admin/usage", get(quota::all_usage))
+        .route("/api/v1/watermark-profiles", post(profiles::create))
+        .route(
+            "/api/v1/watermark-profiles/{id}",
+            get(profiles::show).delete(profiles::remove),
+        )
         .route("/api/v1/plugins", get(plugins::list).post(plugins::add))
         .route(
             "/api/v1/plugins/{name}",

@@ -32,6 +32,7 @@ pub mod encode;
 pub mod fixtures;
 pub mod inpaint;
 pub mod prescale;
+pub mod profile;
 pub mod quality;
 mod raster;
 mod runner;

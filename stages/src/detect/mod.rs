@@ -115,7 +115,7 @@ impl Stage for DetectStage {
     }
 
     fn reads(&self) -> &'static [&'static str] {
-        &["image", "work", "user_mask"]
+        &["image", "work", "user_mask", "profile"]
     }
 
     fn run(
@@ -125,17 +125,39 @@ impl Stage for DetectStage {
     ) -> Result<StageOutput, StageError> {
         let p: DetectParams = params::parse("detect", params)?;
         p.validate()?;
-        let Some(user) = inputs.optional("user_mask") else {
+        let profile = inputs
+            .optional("profile")
+            .map(|b| crate::profile::Profile::from_json(b))
+            .transpose()?;
+        let user = inputs.optional("user_mask");
+        if user.is_none() && profile.is_none() {
             return Err(StageError::new(FailureReason::MaskRequired, MASK_REQUIRED));
-        };
+        }
         let image = artifact::read_header(inputs.require("image")?)?;
         let work = artifact::read_header(inputs.require("work")?)?;
-        let mask = prepare_mask(
-            &artifact::read_mask(user)?,
-            (image.width, image.height),
-            p.mask_dilate,
-        )?;
-        let out = StageOutput::default().with("mask", Produced::Blob(artifact::write_mask(&mask)));
+        let mut out = StageOutput::default();
+        // A profile's mark is found and unblended here, at full size; a mask sent with it is
+        // inpainted as usual.
+        if let Some(profile) = profile {
+            let mut decoded = artifact::read_image(inputs.require("image")?)?;
+            let at = crate::profile::locate(&profile, &decoded.raster).ok_or_else(|| {
+                StageError::new(
+                    FailureReason::MaskRequired,
+                    "the profile's watermark does not fit in this image",
+                )
+            })?;
+            crate::profile::unblend(&mut decoded.raster, &profile, at);
+            out = out.with("image", Produced::Blob(artifact::write_image(&decoded)));
+        }
+        let mask = match user {
+            Some(user) => prepare_mask(
+                &artifact::read_mask(user)?,
+                (image.width, image.height),
+                p.mask_dilate,
+            )?,
+            None => Mask::new(image.width, image.height),
+        };
+        let out = out.with("mask", Produced::Blob(artifact::write_mask(&mask)));
         if (work.width, work.height) == mask.size() {
             return Ok(out.with("work_mask", Produced::Alias("mask")));
         }
