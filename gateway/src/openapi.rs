@@ -99,6 +99,7 @@ fn multipart_form() -> Value {
             "pre": { "type": "string", "description": "WASM filters before pre-scale: `name[@version]` list (comma-separated), or JSON `[{\"plugin\": \"blur@1\", \"params\": {\"sigma\": 2}}]`" },
             "detector": { "type": "string", "description": "a WASM mask detector, `name[@version]` or a JSON object; its mask is added to the one sent, which becomes optional" },
             "post": { "type": "string", "description": "WASM filters on the finished image, like `pre`" },
+            "profile": { "type": "string", "description": "a watermark profile's id (POST /api/v1/watermark-profiles): the mark is found and unblended; makes `mask` optional" },
             "callback_url": { "type": "string", "description": "an absolute http(s) URL" }
         }
     })
@@ -362,8 +363,66 @@ pub(crate) fn document() -> Value {
     });
     if let Some(map) = doc["paths"].as_object_mut() {
         map.extend(plugin_paths());
+        map.extend(profile_paths());
     }
     doc
+}
+
+/// `/api/v1/watermark-profiles...`.
+fn profile_paths() -> Map<String, Value> {
+    let profile = json!({
+        "type": "object",
+        "required": ["id", "kind", "origin", "width", "height", "mean_alpha", "url"],
+        "properties": {
+            "id": { "type": "string" },
+            "kind": { "type": "string", "enum": ["learned", "logo"] },
+            "frame": { "oneOf": [{ "type": "null" }, { "type": "object", "properties": { "width": { "type": "integer" }, "height": { "type": "integer" } } }] },
+            "origin": { "type": "object", "properties": { "x": { "type": "integer" }, "y": { "type": "integer" } } },
+            "width": { "type": "integer" }, "height": { "type": "integer" },
+            "mean_alpha": { "type": "number" }, "url": { "type": "string" }
+        }
+    });
+    let id =
+        json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } });
+    let unauthorized = || problem("missing, invalid or revoked API key");
+    let missing = || problem("no such profile");
+    let json = json!({
+        "/api/v1/watermark-profiles": { "post": {
+            "summary": "learn a watermark profile from 3 or more images that share one mark, or make one from a logo and an opacity",
+            "requestBody": { "required": true, "content": { "multipart/form-data": { "schema": {
+                "type": "object",
+                "properties": {
+                    "image": { "type": "array", "items": { "type": "string", "format": "binary" }, "description": "3 to 64 images of one size with the mark in one place" },
+                    "logo": { "type": "string", "format": "binary", "description": "the mark: its alpha channel (or brightness) and colours" },
+                    "opacity": { "type": "number", "exclusiveMinimum": 0, "maximum": 1 }
+                }
+            } } } },
+            "responses": {
+                "201": json_response("the profile", profile.clone()),
+                "400": problem("too few images, images of different sizes, a logo without opacity, an unknown part"),
+                "401": unauthorized(),
+                "413": problem("an image over a limit"),
+                "415": problem("not an image format unmark reads"),
+                "422": problem("a corrupt image, or images that share no watermark")
+            }
+        }},
+        "/api/v1/watermark-profiles/{id}": {
+            "get": {
+                "summary": "a profile",
+                "parameters": [id.clone()],
+                "responses": { "200": json_response("the profile", profile), "400": problem("a malformed id"), "401": unauthorized(), "404": missing() }
+            },
+            "delete": {
+                "summary": "delete a profile",
+                "parameters": [id],
+                "responses": { "204": { "description": "deleted" }, "400": problem("a malformed id"), "401": unauthorized(), "404": missing() }
+            }
+        }
+    });
+    match json {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
 }
 
 /// `/api/v1/plugins...`.
