@@ -10,7 +10,9 @@ use futures_util::StreamExt;
 use unmark_broker::{JobClient, subjects};
 use unmark_jobs::{Jobs, SubmitError};
 use unmark_schemas::params::WatermarkOptions;
-use unmark_schemas::{FailureReason, InputRef, SubmitReply, SubmitRequest, pipeline};
+use unmark_schemas::{
+    BlobRef, FailureReason, InputRef, JobId, SubmitReply, SubmitRequest, pipeline,
+};
 
 /// Answers submissions until the connection closes.
 pub(crate) async fn serve(
@@ -114,6 +116,26 @@ async fn submit(
         match input(client, "mask", mask).await {
             Ok(bytes) => inputs.push(("mask_input", bytes)),
             Err(reply) => return reply,
+        }
+    }
+    if let Some(id) = &request.profile {
+        let key = match JobId::new(id.clone()) {
+            Ok(id) => format!("profiles/{id}.json"),
+            Err(e) => {
+                return rejected(
+                    FailureReason::InvalidParameter,
+                    format!("profile: {}", e.message),
+                );
+            }
+        };
+        match client.blobs().get(&BlobRef { key, size: 0 }).await {
+            Ok(bytes) => inputs.push(("profile", bytes)),
+            Err(_) => {
+                return rejected(
+                    FailureReason::InvalidParameter,
+                    format!("no watermark profile {id:?}"),
+                );
+            }
         }
     }
     let steps = pipeline::remove_watermark(&options);

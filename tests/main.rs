@@ -8,6 +8,7 @@ mod api_watermark;
 mod cli_batch;
 mod common;
 mod deploy;
+mod group;
 mod jobs_store;
 mod nats;
 mod openapi;

@@ -230,7 +230,7 @@ fn json_job(body: &[u8], state: &AppState) -> Result<form::WatermarkForm, ApiErr
         mask,
         options,
         callback_url: request.callback_url,
-        profile: None,
+        profile: request.profile,
     })
 }
 

@@ -103,6 +103,10 @@ pub struct SubmitRequest {
     /// The mask (white = remove), where one is sent.
     #[serde(default)]
     pub mask: Option<InputRef>,
+    /// A watermark profile's id (`POST /api/v1/watermark-profiles`): its mark is found in the
+    /// image and unblended; the mask becomes optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     /// An `http(s)` URL to POST the outcome to when the job ends (webhooks); kept with the
     /// job record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
