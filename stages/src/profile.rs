@@ -32,6 +32,8 @@ use unmark_schemas::params::{Engine, InpaintParams};
 const BLEND_FROM: f32 = 0.80;
 /// Alpha at and above which only the fill is used.
 const BLEND_TO: f32 = 0.94;
+/// A placement that explains this much of the image's edges along the mark is taken at once.
+const CLEARLY_THERE: f32 = 0.5;
 /// How much better another placement must match than the learned one to be taken.
 const EXPECTED_BONUS: f32 = 0.1;
 /// Learned alphas below this are the priors' noise, not the mark.
@@ -754,7 +756,12 @@ pub fn locate(profile: &Profile, image: &Raster) -> Option<Placement> {
     let (cw, ch, coarse) = pool(&edges, iw, ih, f);
     let mut candidates: Vec<(Placement, f32)> = Vec::new();
     if let Some(at) = expected_placement(profile, image.size()) {
-        // Where a learned mark was is where it most likely is.
+        // Where a learned mark was is where it most likely is; when unblending it there
+        // clearly explains the image, there is nothing to search for.
+        let here = refine(profile, image, at, &[1.0], 2);
+        if here.score >= CLEARLY_THERE {
+            return Some(here);
+        }
         candidates.push((at, EXPECTED_BONUS));
     }
     for scale in scales(profile, image.size()) {
