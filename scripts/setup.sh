@@ -32,7 +32,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "setup: cargo is missing; install Rust (1.89 or newer) with rustup first" >&2
+    echo "setup: cargo is missing; install Rust (1.95 or newer) with rustup first" >&2
     exit 1
 fi
 
