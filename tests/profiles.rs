@@ -266,6 +266,38 @@ async fn profiles_over_http_and_the_cli() {
 
     // Precise errors.
     problem(post(images(2)).await.expect("post"), 400).await;
+    let mixed = [(64, 48), (64, 48), (32, 24)].iter().fold(
+        reqwest::multipart::Form::new(),
+        |form, &(w, h)| {
+            let bytes = png_of(w, h, |x, y| [(x * 3) as u8, (y * 5) as u8, 40]);
+            form.part(
+                "image",
+                reqwest::multipart::Part::bytes(bytes).file_name("i.png"),
+            )
+        },
+    );
+    let sizes = problem(post(mixed).await.expect("post"), 400).await;
+    assert!(
+        sizes["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("one size"),
+        "{sizes}"
+    );
+    let junk = reqwest::multipart::Form::new()
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(b"not an image".to_vec()).file_name("a"),
+        )
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(b"not an image".to_vec()).file_name("b"),
+        )
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(b"not an image".to_vec()).file_name("c"),
+        );
+    problem(post(junk).await.expect("post"), 415).await;
     let no_opacity = reqwest::multipart::Form::new().part(
         "logo",
         reqwest::multipart::Part::bytes(png(&true_logo())).file_name("logo.png"),

@@ -20,6 +20,9 @@ use crate::{ApiError, AppState, form};
 
 /// Most images one profile is learned from.
 const MAX_IMAGES: usize = 64;
+/// Most pixels, over all the images, one profile is learned from (learning holds them all,
+/// and a fill of each, in memory).
+const MAX_TOTAL_MEGAPIXELS: f64 = 64.0;
 
 fn key(id: &str) -> Result<String, ApiError> {
     let id =
@@ -139,11 +142,22 @@ pub(crate) async fn create(
                 ));
             }
             tokio::task::spawn_blocking(move || {
-                let rasters = images
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| decode(b, &limits, &format!("image {}", i + 1)).map(|d| d.raster))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let mut rasters = Vec::with_capacity(images.len());
+                let mut megapixels = 0.0;
+                for (i, bytes) in images.iter().enumerate() {
+                    let raster = decode(bytes, &limits, &format!("image {}", i + 1))?.raster;
+                    megapixels += f64::from(raster.width) * f64::from(raster.height) / 1e6;
+                    if megapixels > MAX_TOTAL_MEGAPIXELS {
+                        return Err(StageError::new(
+                            unmark_schemas::FailureReason::TooLarge,
+                            format!(
+                                "the images add up to more than {MAX_TOTAL_MEGAPIXELS} megapixels; \
+                                 learn from fewer or smaller ones"
+                            ),
+                        ));
+                    }
+                    rasters.push(raster);
+                }
                 profile::learn(&rasters)
             })
             .await

@@ -751,9 +751,6 @@ impl Scaled {
 /// the image's edges along the mark unblending it there explains ([`explained`]), and the best
 /// is refined over finer scales and nearby positions the same way.
 pub fn locate(profile: &Profile, image: &Raster) -> Option<Placement> {
-    let (iw, ih, edges) = luma_edges(image);
-    let f = (iw.max(ih) / 256).max(4);
-    let (cw, ch, coarse) = pool(&edges, iw, ih, f);
     let mut candidates: Vec<(Placement, f32)> = Vec::new();
     if let Some(at) = expected_placement(profile, image.size()) {
         // Where a learned mark was is where it most likely is; when unblending it there
@@ -764,6 +761,9 @@ pub fn locate(profile: &Profile, image: &Raster) -> Option<Placement> {
         }
         candidates.push((at, EXPECTED_BONUS));
     }
+    let (iw, ih, edges) = luma_edges(image);
+    let f = (iw.max(ih) / 256).max(4);
+    let (cw, ch, coarse) = pool(&edges, iw, ih, f);
     for scale in scales(profile, image.size()) {
         let (tw, th, alpha, _) = scaled(profile, scale);
         let (tw, th) = (tw as usize, th as usize);
