@@ -42,8 +42,10 @@ impl PluginStage {
             return Ok(hit);
         }
         let version = step.plugin.split_once('@').map_or("", |(_, v)| v);
-        let fetched =
-            tokio::runtime::Handle::current().block_on(self.registry.module(&self.plugin, version));
+        // Stages run on the runtime's blocking threads, which may wait on it.
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| StageError::internal("plugin stage run outside the async runtime"))?;
+        let fetched = runtime.block_on(self.registry.module(&self.plugin, version));
         let bytes = match fetched {
             Ok(bytes) => bytes,
             Err(RegistryError::NotFound(_)) => {
