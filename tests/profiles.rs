@@ -375,3 +375,76 @@ async fn profiles_over_http_and_the_cli() {
         assert!(db >= 28.0, "{name}: {db:.2} dB");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_submission_names_a_profile() {
+    use base64::Engine as _;
+    let nats = crate::nats::NatsServer::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_in(data.path(), &[("UNMARK_NATS_URL", nats.url.as_str())]);
+    let g = group();
+    let http = reqwest::Client::new();
+    let form = g.items[..7]
+        .iter()
+        .fold(reqwest::multipart::Form::new(), |form, it| {
+            let part = reqwest::multipart::Part::bytes(std::fs::read(&it.path).expect("image"))
+                .file_name("image.png");
+            form.part("image", part)
+        });
+    let made: serde_json::Value = http
+        .post(server.url("/api/v1/watermark-profiles"))
+        .header("X-API-Key", KEY)
+        .multipart(form)
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    let client = async_nats::connect(&nats.url).await.expect("connect");
+    let submit = |profile: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "pipeline": "remove-watermark",
+            "params": { "format": "png" },
+            "image": { "base64": base64::engine::general_purpose::STANDARD
+                .encode(std::fs::read(&g.items[7].path).expect("image")) },
+            "profile": profile,
+        }))
+        .expect("json")
+    };
+    let ask = async |payload: Vec<u8>| -> unmark_schemas::SubmitReply {
+        let reply = client
+            .request(unmark_broker::subjects::v1::submit(), payload.into())
+            .await
+            .expect("reply");
+        serde_json::from_slice(&reply.payload).expect("a SubmitReply")
+    };
+    let refused = ask(submit("no-such-profile")).await;
+    assert!(
+        matches!(&refused, unmark_schemas::SubmitReply::Rejected { message, .. } if message.contains("no watermark profile")),
+        "{refused:?}"
+    );
+    let unmark_schemas::SubmitReply::Accepted { id, .. } =
+        ask(submit(made["id"].as_str().expect("id"))).await
+    else {
+        panic!("the job was refused");
+    };
+    let url = server.url(&format!("/api/v1/jobs/{id}/result"));
+    let mut result = None;
+    for _ in 0..600 {
+        let r = http
+            .get(&url)
+            .header("X-API-Key", KEY)
+            .send()
+            .await
+            .expect("result");
+        if r.status().as_u16() == 200 {
+            result = Some(r.bytes().await.expect("body"));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let out = decode_bytes(&result.expect("the job finished"));
+    let db = psnr(&out, &g.items[7].clean, Some(&g.mask));
+    assert!(db >= 28.0, "{db:.2} dB");
+}
