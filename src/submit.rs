@@ -120,7 +120,7 @@ async fn submit(
     }
     if let Some(id) = &request.profile {
         let key = match JobId::new(id.clone()) {
-            Ok(id) => format!("profiles/{id}.json"),
+            Ok(id) => unmark_broker::keys::profile(&id),
             Err(e) => {
                 return rejected(
                     FailureReason::InvalidParameter,

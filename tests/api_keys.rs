@@ -39,12 +39,7 @@ pub(crate) fn create_key(env: &[(&str, &str)], name: &str, plan: &str, admin: bo
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("unmark keys create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeed(&mut cmd);
     let key = String::from_utf8(out.stdout)
         .expect("utf8")
         .trim()
@@ -456,6 +451,19 @@ async fn webhook_outcome(server: &Server, key: &str, id: &str) -> Value {
     }
 }
 
+/// Submits a job with `url` as its callback; returns its id and, once its webhook has an
+/// outcome, its record.
+async fn job_with_callback(server: &Server, key: &str, url: &str) -> (String, Value) {
+    let accepted: Value = submit_with_callback(server, key, url)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = accepted["id"].as_str().expect("id").to_owned();
+    let job = webhook_outcome(server, key, &id).await;
+    (id, job)
+}
+
 async fn submit_with_callback(server: &Server, key: &str, url: &str) -> reqwest::Response {
     let (image, mask) = tiny_inputs();
     reqwest::Client::new()
@@ -495,13 +503,7 @@ async fn webhooks_are_signed_retried_and_given_up_on(database: Option<&str>) {
         .to_owned();
 
     // Delivered once, verifiable with the documented signature.
-    let accepted: Value = submit_with_callback(&server, &key, &format!("{}/ok", receiver.base))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let id = accepted["id"].as_str().expect("id").to_owned();
-    let job = webhook_outcome(&server, &key, &id).await;
+    let (id, job) = job_with_callback(&server, &key, &format!("{}/ok", receiver.base)).await;
     assert_eq!(job["webhook"]["state"], "delivered", "{job}");
     assert_eq!(job["webhook"]["attempts"], 1);
     assert_eq!(job["webhook"]["last_status"], 200);
@@ -528,13 +530,7 @@ async fn webhooks_are_signed_retried_and_given_up_on(database: Option<&str>) {
     assert_eq!(headers["unmark-event"], "job.succeeded");
 
     // A receiver that keeps failing is retried, then given up on.
-    let accepted: Value = submit_with_callback(&server, &key, &format!("{}/fail", receiver.base))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let id = accepted["id"].as_str().expect("id").to_owned();
-    let job = webhook_outcome(&server, &key, &id).await;
+    let (_, job) = job_with_callback(&server, &key, &format!("{}/fail", receiver.base)).await;
     assert_eq!(job["webhook"]["state"], "failed", "{job}");
     assert_eq!(job["webhook"]["attempts"], 3);
     assert_eq!(job["webhook"]["last_status"], 500);

@@ -71,25 +71,21 @@ impl Setup {
         Self { env }
     }
 
+    /// A temporary data folder with these plans and `extra`, and a server there that never
+    /// finishes a job ([`stuck_server`]).
+    fn stuck(extra: &[(&'static str, &str)]) -> (tempfile::TempDir, Self, Server) {
+        let data = tempfile::tempdir().expect("tempdir");
+        let setup = Self::new(data.path(), extra);
+        let server = stuck_server(data.path(), &setup.refs());
+        (data, setup, server)
+    }
+
     fn refs(&self) -> Vec<(&'static str, &str)> {
         self.env.iter().map(|(k, v)| (*k, v.as_str())).collect()
     }
 
     fn key(&self, name: &str, plan: &str) -> String {
-        let out = unmark()
-            .args(["keys", "create", "--name", name, "--plan", plan])
-            .envs(self.refs())
-            .output()
-            .expect("unmark keys create");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .expect("utf8")
-            .trim()
-            .to_owned()
+        crate::api_keys::create_key(&self.refs(), name, plan, false)
     }
 }
 
@@ -105,6 +101,11 @@ async fn post(
     (image, mask): (Vec<u8>, Vec<u8>),
 ) -> reqwest::Response {
     post_to(server, "/api/v1/remove-watermark", key, (image, mask), &[]).await
+}
+
+/// The status `post` answers.
+async fn status(server: &Server, key: Option<&str>, inputs: (Vec<u8>, Vec<u8>)) -> u16 {
+    post(server, key, inputs).await.status().as_u16()
 }
 
 async fn post_to(
@@ -148,13 +149,7 @@ async fn a_large_image_spends_more_tokens_than_a_small_one() {
     // Ten tokens: ten small images pass, the eleventh does not.
     let small = setup.key("small", "metered");
     for _ in 0..10 {
-        assert_eq!(
-            post(&server, Some(&small), image(64, 64))
-                .await
-                .status()
-                .as_u16(),
-            200
-        );
+        assert_eq!(status(&server, Some(&small), image(64, 64)).await, 200);
     }
     let body = refused(post(&server, Some(&small), image(64, 64)).await, 429).await;
     assert!(
@@ -164,13 +159,7 @@ async fn a_large_image_spends_more_tokens_than_a_small_one() {
     // A 2000x2000 image costs four: two pass, the third finds two tokens left.
     let large = setup.key("large", "metered");
     for _ in 0..2 {
-        assert_eq!(
-            post(&server, Some(&large), image(2000, 2000))
-                .await
-                .status()
-                .as_u16(),
-            200
-        );
+        assert_eq!(status(&server, Some(&large), image(2000, 2000)).await, 200);
     }
     let response = post(&server, Some(&large), image(2000, 2000)).await;
     assert_eq!(response.headers()["ratelimit-remaining"], "2");
@@ -179,13 +168,7 @@ async fn a_large_image_spends_more_tokens_than_a_small_one() {
         body["detail"].as_str().expect("d").contains("costs 4"),
         "{body}"
     );
-    assert_eq!(
-        post(&server, Some(&large), image(64, 64))
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    assert_eq!(status(&server, Some(&large), image(64, 64)).await, 200);
 }
 
 #[tokio::test]
@@ -312,35 +295,14 @@ async fn metrics_move_by_the_expected_amounts() {
     let before = scrape(&server, token).await;
 
     for _ in 0..2 {
-        assert_eq!(
-            post(&server, Some(&key), image(64, 64))
-                .await
-                .status()
-                .as_u16(),
-            200
-        );
+        assert_eq!(status(&server, Some(&key), image(64, 64)).await, 200);
     }
     let text = (b"plain text".to_vec(), image(8, 8).1);
-    assert_eq!(post(&server, Some(&key), text).await.status().as_u16(), 415);
-    assert_eq!(
-        post(&server, None, image(8, 8)).await.status().as_u16(),
-        401
-    );
+    assert_eq!(status(&server, Some(&key), text).await, 415);
+    assert_eq!(status(&server, None, image(8, 8)).await, 401);
     // Seven tokens left on the plan: a 2000x2000 image twice spends eight.
-    assert_eq!(
-        post(&server, Some(&key), image(2000, 2000))
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
-    assert_eq!(
-        post(&server, Some(&key), image(2000, 2000))
-            .await
-            .status()
-            .as_u16(),
-        429
-    );
+    assert_eq!(status(&server, Some(&key), image(2000, 2000)).await, 200);
+    assert_eq!(status(&server, Some(&key), image(2000, 2000)).await, 429);
 
     let endpoint = |status: u16| {
         format!("api_requests_total{{endpoint=\"/api/v1/remove-watermark\",status=\"{status}\"}}")
@@ -386,13 +348,8 @@ async fn metrics_move_by_the_expected_amounts() {
 
 #[tokio::test]
 async fn under_load_the_lowest_plan_is_turned_away_first() {
-    let data = tempfile::tempdir().expect("tempdir");
-    let setup = Setup::new(
-        data.path(),
-        &[("UNMARK_RATE_LIMIT__ADMISSION_QUEUE_DEPTH", "2")],
-    );
     // A server that never runs detect: accepted jobs pile up in front of it.
-    let server = stuck_server(data.path(), &setup.refs());
+    let (_data, setup, server) = Setup::stuck(&[("UNMARK_RATE_LIMIT__ADMISSION_QUEUE_DEPTH", "2")]);
     let free = setup.key("free", "free");
     let big = setup.key("big", "enterprise");
     for _ in 0..2 {
@@ -424,12 +381,7 @@ async fn under_load_the_lowest_plan_is_turned_away_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_concurrency_cap_is_exact_and_freed_with_the_answer() {
     // A server that never finishes a job: every admitted job keeps its slot.
-    let data = tempfile::tempdir().expect("tempdir");
-    let setup = Setup::new(
-        data.path(),
-        &[("UNMARK_RATE_LIMIT__PER_IP_PER_MINUTE", "0")],
-    );
-    let stuck = stuck_server(data.path(), &setup.refs());
+    let (_data, setup, stuck) = Setup::stuck(&[("UNMARK_RATE_LIMIT__PER_IP_PER_MINUTE", "0")]);
     let three = setup.key("three", "three");
     let answers = futures::future::join_all(
         (0..10).map(|_| post_to(&stuck, "/api/v1/jobs", Some(&three), image(16, 16), &[])),
@@ -455,12 +407,6 @@ async fn the_concurrency_cap_is_exact_and_freed_with_the_answer() {
     let server = Server::start_in(normal_data.path(), &normal_setup.refs());
     let one = normal_setup.key("one", "one");
     for _ in 0..5 {
-        assert_eq!(
-            post(&server, Some(&one), image(16, 16))
-                .await
-                .status()
-                .as_u16(),
-            200
-        );
+        assert_eq!(status(&server, Some(&one), image(16, 16)).await, 200);
     }
 }

@@ -61,6 +61,19 @@ pub(crate) fn unmark() -> Command {
     cmd
 }
 
+/// Runs a command to its end and checks that it succeeded; returns its output.
+pub(crate) fn succeed(cmd: &mut Command) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A running `unmark serve` on a free loopback port, killed on drop.
 pub(crate) struct Server {
     child: Option<Proc>,

@@ -505,17 +505,12 @@ async fn jetstream_workers_run_plugin_steps() {
         ("grayscale", dir.join("grayscale.wasm")),
         ("blur", dir.join("blur.wasm")),
     ] {
-        let out = unmark()
-            .args(["plugins", "add", name])
-            .arg(&file)
-            .args(["--version", "1"])
-            .env("UNMARK_DATA_DIR", data.path())
-            .output()
-            .expect("plugins add");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        succeed(
+            unmark()
+                .args(["plugins", "add", name])
+                .arg(&file)
+                .args(["--version", "1"])
+                .env("UNMARK_DATA_DIR", data.path()),
         );
     }
     let (_gateway, line) = start(

@@ -164,30 +164,48 @@ fn png(r: &Raster) -> Vec<u8> {
     out.into_inner()
 }
 
+/// `POST /api/v1/watermark-profiles` with the test key.
+async fn post_profile(server: &Server, form: reqwest::multipart::Form) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(server.url("/api/v1/watermark-profiles"))
+        .header("X-API-Key", KEY)
+        .multipart(form)
+        .send()
+        .await
+        .expect("post")
+}
+
+/// The watermarked files of `items` as `image` parts.
+fn image_parts(items: &[Item]) -> reqwest::multipart::Form {
+    items
+        .iter()
+        .fold(reqwest::multipart::Form::new(), |form, it| {
+            let part = reqwest::multipart::Part::bytes(std::fs::read(&it.path).expect("image"))
+                .file_name("image.png");
+            form.part("image", part)
+        })
+}
+
+/// The image a job made, once it has succeeded.
+async fn finished_result(server: &Server, id: &str) -> Vec<u8> {
+    let job = crate::api_jobs::wait_until_done(server, id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let response = crate::api_jobs::get(server, &format!("/api/v1/jobs/{id}/result")).await;
+    assert_eq!(response.status().as_u16(), 200);
+    response.bytes().await.expect("body").to_vec()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profiles_over_http_and_the_cli() {
     let server = Server::start(&[]);
     let http = reqwest::Client::new();
     let g = group();
     let (last, clean, truth) = (&g.items[7].path, &g.items[7].clean, &g.mask);
-    let post = |form: reqwest::multipart::Form| {
-        http.post(server.url("/api/v1/watermark-profiles"))
-            .header("X-API-Key", KEY)
-            .multipart(form)
-            .send()
-    };
-    let images = |n: usize| {
-        g.items[..n]
-            .iter()
-            .fold(reqwest::multipart::Form::new(), |form, it| {
-                let part = reqwest::multipart::Part::bytes(std::fs::read(&it.path).expect("image"))
-                    .file_name("image.png");
-                form.part("image", part)
-            })
-    };
+    let post = |form| post_profile(&server, form);
+    let images = |n: usize| image_parts(&g.items[..n]);
 
     // Learn from 7 images; remove the mark from the 8th with no mask.
-    let made = post(images(7)).await.expect("post");
+    let made = post(images(7)).await;
     assert_eq!(made.status().as_u16(), 201);
     let body: serde_json::Value = made.json().await.expect("json");
     let id = body["id"].as_str().expect("id").to_owned();
@@ -221,33 +239,16 @@ async fn profiles_over_http_and_the_cli() {
         "image": { "base64": base64::engine::general_purpose::STANDARD.encode(&input) },
         "profile": id,
     });
-    let accepted: serde_json::Value = http
+    let response = http
         .post(server.url("/api/v1/jobs"))
         .header("X-API-Key", KEY)
         .json(&job)
         .send()
         .await
-        .expect("submit")
-        .json()
-        .await
-        .expect("json");
-    let result_url = server.url(accepted["result_url"].as_str().expect("result_url"));
-    let mut result = None;
-    for _ in 0..600 {
-        let r = http
-            .get(&result_url)
-            .header("X-API-Key", KEY)
-            .send()
-            .await
-            .expect("result");
-        if r.status().as_u16() == 200 {
-            result = Some(r.bytes().await.expect("body"));
-            break;
-        }
-        assert_eq!(r.status().as_u16(), 409, "the job is running or done");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let out = decode_bytes(&result.expect("the job finished"));
+        .expect("submit");
+    let accepted = crate::api_jobs::accepted(response).await;
+    let job_id = accepted["id"].as_str().expect("id");
+    let out = decode_bytes(&finished_result(&server, job_id).await);
     assert!(psnr(&out, clean, Some(truth)) >= 28.0);
 
     // A logo and its opacity make a profile too.
@@ -257,7 +258,7 @@ async fn profiles_over_http_and_the_cli() {
             reqwest::multipart::Part::bytes(png(&true_logo())).file_name("logo.png"),
         )
         .text("opacity", "1");
-    let made = post(logo).await.expect("post");
+    let made = post(logo).await;
     assert_eq!(made.status().as_u16(), 201);
     assert_eq!(
         made.json::<serde_json::Value>().await.expect("json")["kind"],
@@ -265,7 +266,7 @@ async fn profiles_over_http_and_the_cli() {
     );
 
     // Precise errors.
-    problem(post(images(2)).await.expect("post"), 400).await;
+    problem(post(images(2)).await, 400).await;
     let mixed = [(64, 48), (64, 48), (32, 24)].iter().fold(
         reqwest::multipart::Form::new(),
         |form, &(w, h)| {
@@ -276,7 +277,7 @@ async fn profiles_over_http_and_the_cli() {
             )
         },
     );
-    let sizes = problem(post(mixed).await.expect("post"), 400).await;
+    let sizes = problem(post(mixed).await, 400).await;
     assert!(
         sizes["detail"]
             .as_str()
@@ -297,12 +298,12 @@ async fn profiles_over_http_and_the_cli() {
             "image",
             reqwest::multipart::Part::bytes(b"not an image".to_vec()).file_name("c"),
         );
-    problem(post(junk).await.expect("post"), 415).await;
+    problem(post(junk).await, 415).await;
     let no_opacity = reqwest::multipart::Form::new().part(
         "logo",
         reqwest::multipart::Part::bytes(png(&true_logo())).file_name("logo.png"),
     );
-    problem(post(no_opacity).await.expect("post"), 400).await;
+    problem(post(no_opacity).await, 400).await;
     problem(
         remove(
             &server,
@@ -335,32 +336,22 @@ async fn profiles_over_http_and_the_cli() {
         std::fs::copy(&it.path, batch.join(it.path.file_name().expect("name"))).expect("copy");
     }
     let profile_file = dir.path().join("profile.json");
-    let learned = unmark()
-        .args(["profile", "learn"])
-        .arg(&batch)
-        .arg("-o")
-        .arg(&profile_file)
-        .output()
-        .expect("profile learn");
-    assert!(
-        learned.status.success(),
-        "{}",
-        String::from_utf8_lossy(&learned.stderr)
+    succeed(
+        unmark()
+            .args(["profile", "learn"])
+            .arg(&batch)
+            .arg("-o")
+            .arg(&profile_file),
     );
     let outdir = dir.path().join("out");
-    let removed = unmark()
-        .arg("remove-watermark")
-        .arg(&batch)
-        .arg("--profile")
-        .arg(&profile_file)
-        .arg("-o")
-        .arg(&outdir)
-        .output()
-        .expect("remove-watermark");
-    assert!(
-        removed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&removed.stderr)
+    succeed(
+        unmark()
+            .arg("remove-watermark")
+            .arg(&batch)
+            .arg("--profile")
+            .arg(&profile_file)
+            .arg("-o")
+            .arg(&outdir),
     );
     for it in &g.items {
         let name = it
@@ -383,21 +374,8 @@ async fn a_nats_submission_names_a_profile() {
     let data = tempfile::tempdir().expect("tempdir");
     let server = Server::start_in(data.path(), &[("UNMARK_NATS_URL", nats.url.as_str())]);
     let g = group();
-    let http = reqwest::Client::new();
-    let form = g.items[..7]
-        .iter()
-        .fold(reqwest::multipart::Form::new(), |form, it| {
-            let part = reqwest::multipart::Part::bytes(std::fs::read(&it.path).expect("image"))
-                .file_name("image.png");
-            form.part("image", part)
-        });
-    let made: serde_json::Value = http
-        .post(server.url("/api/v1/watermark-profiles"))
-        .header("X-API-Key", KEY)
-        .multipart(form)
-        .send()
+    let made: serde_json::Value = post_profile(&server, image_parts(&g.items[..7]))
         .await
-        .expect("post")
         .json()
         .await
         .expect("json");
@@ -429,22 +407,7 @@ async fn a_nats_submission_names_a_profile() {
     else {
         panic!("the job was refused");
     };
-    let url = server.url(&format!("/api/v1/jobs/{id}/result"));
-    let mut result = None;
-    for _ in 0..600 {
-        let r = http
-            .get(&url)
-            .header("X-API-Key", KEY)
-            .send()
-            .await
-            .expect("result");
-        if r.status().as_u16() == 200 {
-            result = Some(r.bytes().await.expect("body"));
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let out = decode_bytes(&result.expect("the job finished"));
+    let out = decode_bytes(&finished_result(&server, id.as_str()).await);
     let db = psnr(&out, &g.items[7].clean, Some(&g.mask));
     assert!(db >= 28.0, "{db:.2} dB");
 }

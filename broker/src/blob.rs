@@ -53,6 +53,11 @@ pub mod keys {
     pub fn artifact(job_id: &str, step: u32, stage: &str, name: &str) -> String {
         format!("jobs/{job_id}/{step}-{stage}-{name}")
     }
+
+    /// A watermark profile: `profiles/<id>.json` (the id is a checked `JobId`).
+    pub fn profile(id: &unmark_schemas::JobId) -> String {
+        format!("profiles/{id}.json")
+    }
 }
 
 /// Where blobs live (the `[blobs]` section of the config file).

@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use unmark_broker::BlobError;
+use unmark_broker::{BlobError, keys};
 use unmark_schemas::{BlobRef, JobId};
 use unmark_stages::StageError;
 use unmark_stages::decode::{Limits, decode};
@@ -27,7 +27,7 @@ const MAX_TOTAL_MEGAPIXELS: f64 = 64.0;
 fn key(id: &str) -> Result<String, ApiError> {
     let id =
         JobId::new(id).map_err(|e| ApiError::bad_request(format!("profile id: {}", e.message)))?;
-    Ok(format!("profiles/{id}.json"))
+    Ok(keys::profile(&id))
 }
 
 fn missing(id: &str) -> ApiError {
@@ -42,19 +42,24 @@ fn stage_error(e: StageError) -> ApiError {
     ApiError::from_failure(e.reason, e.message, None)
 }
 
-/// A profile's bytes, for a job that names it.
-pub(crate) async fn load(state: &AppState, id: &str) -> Result<Bytes, ApiError> {
+/// A profile's bytes; `None` when there is no such profile.
+async fn fetch(state: &AppState, id: &str) -> Result<Option<Bytes>, ApiError> {
     let blob = BlobRef {
         key: key(id)?,
         size: 0,
     };
     match state.jobs.client().blobs().get(&blob).await {
-        Ok(bytes) => Ok(bytes),
-        Err(BlobError::NotFound(_)) => Err(ApiError::bad_request(format!(
-            "no watermark profile {id:?}"
-        ))),
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(BlobError::NotFound(_)) => Ok(None),
         Err(e) => Err(ApiError::internal(e, None)),
     }
+}
+
+/// A profile's bytes, for a job that names it: an unknown one is the request's fault (400).
+pub(crate) async fn load(state: &AppState, id: &str) -> Result<Bytes, ApiError> {
+    fetch(state, id)
+        .await?
+        .ok_or_else(|| ApiError::bad_request(format!("no watermark profile {id:?}")))
 }
 
 fn view(id: &str, p: &Profile) -> Value {
@@ -186,13 +191,7 @@ pub(crate) async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let bytes = load(&state, &id).await.map_err(|e| {
-        if e.status() == StatusCode::BAD_REQUEST && JobId::new(id.clone()).is_ok() {
-            missing(&id)
-        } else {
-            e
-        }
-    })?;
+    let bytes = fetch(&state, &id).await?.ok_or_else(|| missing(&id))?;
     let p = Profile::from_json(&bytes).map_err(|e| ApiError::internal(e, None))?;
     Ok(Json(view(&id, &p)))
 }

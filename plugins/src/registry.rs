@@ -231,8 +231,18 @@ impl Registry {
     }
 
     /// The names that have at least one version installed.
+    /// Read from the manifests' keys alone (`plugins/<name>/<version>.json`), so that a
+    /// supervisor polling it reads no manifest.
     pub async fn names(&self) -> Result<Vec<String>, RegistryError> {
-        let mut names: Vec<String> = self.list().await?.into_iter().map(|m| m.name).collect();
+        let mut names: Vec<String> = self
+            .blobs
+            .list(PREFIX)
+            .await?
+            .iter()
+            .filter(|key| key.ends_with(".json"))
+            .filter_map(|key| key.strip_prefix(PREFIX)?.split_once('/'))
+            .map(|(name, _)| name.to_owned())
+            .collect();
         names.dedup();
         Ok(names)
     }

@@ -119,6 +119,28 @@ fn mask_bytes(mask: &Mask) -> Vec<u8> {
 }
 
 impl PluginStage {
+    /// One call of the plugin on `raster` (as RGBA), with the job's mask where it has one.
+    fn call(
+        &self,
+        step: &PluginStepParams,
+        plugin: &Compiled,
+        raster: &Raster,
+        mask: Option<&Mask>,
+    ) -> Result<Vec<u8>, StageError> {
+        let rgba = to_rgba(raster);
+        let mask = mask.map(mask_bytes);
+        let input = Input {
+            rgba: &rgba,
+            width: raster.width,
+            height: raster.height,
+            mask: mask.as_deref(),
+            params: &step.params,
+        };
+        self.sandbox
+            .run(plugin, &input)
+            .map_err(|e| failure(&step.plugin, e))
+    }
+
     fn filter(
         &self,
         step: &PluginStepParams,
@@ -127,21 +149,7 @@ impl PluginStage {
         mask: Option<&Mask>,
     ) -> Result<(), StageError> {
         let r = &image.raster;
-        let rgba = to_rgba(r);
-        let mask = mask.map(mask_bytes);
-        let out = self
-            .sandbox
-            .run(
-                plugin,
-                &Input {
-                    rgba: &rgba,
-                    width: r.width,
-                    height: r.height,
-                    mask: mask.as_deref(),
-                    params: &step.params,
-                },
-            )
-            .map_err(|e| failure(&step.plugin, e))?;
+        let out = self.call(step, plugin, r, mask)?;
         image.raster = from_rgba(&out, r.width, r.height, r.channels);
         Ok(())
     }
@@ -187,20 +195,7 @@ impl Stage for PluginStage {
             }
             PluginRole::Detector => {
                 let r = &image.raster;
-                let rgba = to_rgba(r);
-                let out = self
-                    .sandbox
-                    .run(
-                        &plugin,
-                        &Input {
-                            rgba: &rgba,
-                            width: r.width,
-                            height: r.height,
-                            mask: None,
-                            params: &step.params,
-                        },
-                    )
-                    .map_err(|e| failure(&step.plugin, e))?;
+                let out = self.call(&step, &plugin, r, None)?;
                 let mut mask = Mask {
                     width: r.width,
                     height: r.height,

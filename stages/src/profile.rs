@@ -548,55 +548,69 @@ pub struct Placement {
     pub score: f32,
 }
 
-/// The profile scaled by `scale` (bilinear), as alpha 0..1 and colour.
-fn scaled(profile: &Profile, scale: f32) -> (u32, u32, Vec<f32>, Vec<[f32; 3]>) {
-    let w = ((profile.width as f32 * scale).round() as u32).max(1);
-    let h = ((profile.height as f32 * scale).round() as u32).max(1);
-    let (pw, ph) = (profile.width as usize, profile.height as usize);
-    let mut alpha = Vec::with_capacity((w * h) as usize);
-    let mut colour = Vec::with_capacity((w * h) as usize);
-    for y in 0..h {
-        for x in 0..w {
-            let sx = ((x as f32 + 0.5) / scale - 0.5).clamp(0.0, (pw - 1) as f32);
-            let sy = ((y as f32 + 0.5) / scale - 0.5).clamp(0.0, (ph - 1) as f32);
-            let (x0, y0) = (sx.floor() as usize, sy.floor() as usize);
-            let (x1, y1) = ((x0 + 1).min(pw - 1), (y0 + 1).min(ph - 1));
-            let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
-            let weights = [
-                (y0 * pw + x0, (1.0 - fx) * (1.0 - fy)),
-                (y0 * pw + x1, fx * (1.0 - fy)),
-                (y1 * pw + x0, (1.0 - fx) * fy),
-                (y1 * pw + x1, fx * fy),
-            ];
-            let a: f32 = weights
-                .iter()
-                .map(|&(i, wt)| f32::from(profile.alpha[i]) * wt)
-                .sum();
-            // Colour weighted by alpha, so that a mark's edge keeps the mark's colour.
-            let mut col = [0f32; 3];
-            let mut aw = 0f32;
-            for &(i, wt) in &weights {
-                let k = f32::from(profile.alpha[i]) * wt + 1e-3 * wt;
-                aw += k;
-                for (c, v) in col.iter_mut().enumerate() {
-                    *v += f32::from(profile.colour[3 * i + c]) * k;
+/// A profile resampled to one scale (bilinear): alpha 0..1 and colour.
+struct Scaled {
+    width: u32,
+    height: u32,
+    alpha: Vec<f32>,
+    colour: Vec<[f32; 3]>,
+}
+
+impl Scaled {
+    fn new(profile: &Profile, scale: f32) -> Self {
+        let w = ((profile.width as f32 * scale).round() as u32).max(1);
+        let h = ((profile.height as f32 * scale).round() as u32).max(1);
+        let (pw, ph) = (profile.width as usize, profile.height as usize);
+        let mut alpha = Vec::with_capacity((w * h) as usize);
+        let mut colour = Vec::with_capacity((w * h) as usize);
+        for y in 0..h {
+            for x in 0..w {
+                let sx = ((x as f32 + 0.5) / scale - 0.5).clamp(0.0, (pw - 1) as f32);
+                let sy = ((y as f32 + 0.5) / scale - 0.5).clamp(0.0, (ph - 1) as f32);
+                let (x0, y0) = (sx.floor() as usize, sy.floor() as usize);
+                let (x1, y1) = ((x0 + 1).min(pw - 1), (y0 + 1).min(ph - 1));
+                let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
+                let weights = [
+                    (y0 * pw + x0, (1.0 - fx) * (1.0 - fy)),
+                    (y0 * pw + x1, fx * (1.0 - fy)),
+                    (y1 * pw + x0, (1.0 - fx) * fy),
+                    (y1 * pw + x1, fx * fy),
+                ];
+                let a: f32 = weights
+                    .iter()
+                    .map(|&(i, wt)| f32::from(profile.alpha[i]) * wt)
+                    .sum();
+                // Colour weighted by alpha, so that a mark's edge keeps the mark's colour.
+                let mut col = [0f32; 3];
+                let mut aw = 0f32;
+                for &(i, wt) in &weights {
+                    let k = f32::from(profile.alpha[i]) * wt + 1e-3 * wt;
+                    aw += k;
+                    for (c, v) in col.iter_mut().enumerate() {
+                        *v += f32::from(profile.colour[3 * i + c]) * k;
+                    }
                 }
+                alpha.push(a / 255.0);
+                colour.push(col.map(|v| v / aw));
             }
-            alpha.push(a / 255.0);
-            colour.push(col.map(|v| v / aw));
+        }
+        Self {
+            width: w,
+            height: h,
+            alpha,
+            colour,
         }
     }
-    (w, h, alpha, colour)
+}
+
+/// Rec. 601 luma.
+fn luma(p: [f32; 3]) -> f32 {
+    0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
 }
 
 fn luma_edges(image: &Raster) -> (usize, usize, Vec<f32>) {
     let (w, h) = (image.width as usize, image.height as usize);
-    let luma: Vec<f32> = (0..w * h)
-        .map(|i| {
-            let p = rgb(image, i);
-            0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
-        })
-        .collect();
+    let luma: Vec<f32> = (0..w * h).map(|i| luma(rgb(image, i))).collect();
     (w, h, gradient(&luma, w, h))
 }
 
@@ -692,7 +706,6 @@ fn explained(image: &Raster, mark: &Scaled, x: i64, y: i64) -> f32 {
     if x < 0 || y < 0 || x + tw > iw || y + th > ih {
         return f32::NEG_INFINITY;
     }
-    let luma = |p: [f32; 3]| 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
     let at = |tx: i64, ty: i64| -> (f32, f32) {
         let i = ((y + ty) * iw + x + tx) as usize;
         let t = (ty * tw + tx) as usize;
@@ -724,26 +737,6 @@ fn explained(image: &Raster, mark: &Scaled, x: i64, y: i64) -> f32 {
     }
 }
 
-/// A profile resampled to one scale.
-struct Scaled {
-    width: u32,
-    height: u32,
-    alpha: Vec<f32>,
-    colour: Vec<[f32; 3]>,
-}
-
-impl Scaled {
-    fn new(profile: &Profile, scale: f32) -> Self {
-        let (width, height, alpha, colour) = scaled(profile, scale);
-        Self {
-            width,
-            height,
-            alpha,
-            colour,
-        }
-    }
-}
-
 /// Finds `profile` in `image`. Candidates come from matching the edges of the mark's alpha
 /// against the image's edges (normalised correlation, on blocks of at least 4x4 so that the
 /// coarse image is about 256 px across, then a few pixels around the three best, at each
@@ -765,12 +758,12 @@ pub fn locate(profile: &Profile, image: &Raster) -> Option<Placement> {
     let f = (iw.max(ih) / 256).max(4);
     let (cw, ch, coarse) = pool(&edges, iw, ih, f);
     for scale in scales(profile, image.size()) {
-        let (tw, th, alpha, _) = scaled(profile, scale);
-        let (tw, th) = (tw as usize, th as usize);
+        let mark = Scaled::new(profile, scale);
+        let (tw, th) = (mark.width as usize, mark.height as usize);
         if tw > iw || th > ih || tw < 2 * f || th < 2 * f {
             continue;
         }
-        let template = gradient(&alpha, tw, th);
+        let template = gradient(&mark.alpha, tw, th);
         let (ctw, cth, ctemplate) = pool(&template, tw, th, f);
         let mut coarse_hits: Vec<(f32, usize, usize)> = Vec::new();
         for y in 0..=ch.saturating_sub(cth) {
@@ -867,7 +860,12 @@ pub fn expected_placement(profile: &Profile, size: (u32, u32)) -> Option<Placeme
 /// fills (Telea) where it is nearly opaque, blends between. Returns the mask of the pixels it
 /// changed.
 pub fn unblend(image: &mut Raster, profile: &Profile, at: Placement) -> Mask {
-    let (tw, th, alpha, colour) = scaled(profile, at.scale);
+    let Scaled {
+        width: tw,
+        height: th,
+        alpha,
+        colour,
+    } = Scaled::new(profile, at.scale);
     let (iw, ih) = (image.width as i64, image.height as i64);
     let mut mask = Mask::new(image.width, image.height);
     let mut placed = vec![(0f32, [0f32; 3]); (iw * ih) as usize];
@@ -913,7 +911,7 @@ pub fn unblend(image: &mut Raster, profile: &Profile, at: Placement) -> Mask {
         });
         let px = &mut image.data[i * c..i * c + c];
         match c {
-            1 | 2 => px[0] = (0.299 * out[0] + 0.587 * out[1] + 0.114 * out[2]).round() as u8,
+            1 | 2 => px[0] = luma(out).round() as u8,
             _ => {
                 for k in 0..3 {
                     px[k] = out[k].round() as u8;
