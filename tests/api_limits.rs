@@ -183,41 +183,21 @@ async fn the_ip_limit_comes_before_the_key_lookup() {
         ],
     );
     let server = Server::start_in(data.path(), &setup.refs());
-    let from = |ip: &'static str| [("x-forwarded-for", ip)];
+    // An anonymous job from `ip`, as the trusted proxy forwards it.
+    let from = async |ip: &str| {
+        let forwarded = [("x-forwarded-for", ip)];
+        post_to(&server, "/api/v1/jobs", None, image(8, 8), &forwarded).await
+    };
     for _ in 0..3 {
-        let r = post_to(
-            &server,
-            "/api/v1/jobs",
-            None,
-            image(8, 8),
-            &from("203.0.113.1"),
-        )
-        .await;
-        assert_eq!(r.status().as_u16(), 401);
+        assert_eq!(from("203.0.113.1").await.status().as_u16(), 401);
     }
-    let r = post_to(
-        &server,
-        "/api/v1/jobs",
-        None,
-        image(8, 8),
-        &from("203.0.113.1"),
-    )
-    .await;
-    let body = refused(r, 429).await;
+    let body = refused(from("203.0.113.1").await, 429).await;
     assert!(
         body["detail"].as_str().expect("d").contains("203.0.113.1"),
         "{body}"
     );
     // Another client behind the same trusted proxy has its own bucket.
-    let r = post_to(
-        &server,
-        "/api/v1/jobs",
-        None,
-        image(8, 8),
-        &from("203.0.113.2"),
-    )
-    .await;
-    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(from("203.0.113.2").await.status().as_u16(), 401);
     // Health and readiness are never limited.
     for _ in 0..5 {
         let r = reqwest::get(server.url("/api/v1/health"))
