@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use unmark_schemas::SubmitParams;
-use unmark_schemas::params::{Engine, OutputFormat, PluginCall, WatermarkOptions};
+use unmark_schemas::params::{Engine, OutputFormat, PluginCall, ReturnKind, WatermarkOptions};
 
 use crate::config::Config;
 
@@ -55,7 +55,7 @@ enum Command {
         data_dir: Option<PathBuf>,
     },
     /// Removes the watermark from one image, or from every image in a folder.
-    RemoveWatermark(RemoveArgs),
+    RemoveWatermark(Box<RemoveArgs>),
     /// Learns watermark profiles (the same mark on many images).
     Profile {
         #[command(subcommand)]
@@ -105,6 +105,13 @@ pub(crate) struct RemoveArgs {
     /// Grow the mask by this many pixels.
     #[arg(long)]
     pub(crate) mask_dilate: Option<u32>,
+    /// With no mask: the detector's probability threshold (0 to 1).
+    #[arg(long)]
+    pub(crate) threshold: Option<f32>,
+    /// `image` (default) or `mask`: write the mask that was removed instead, to review a
+    /// detection.
+    #[arg(long = "return")]
+    pub(crate) returns: Option<String>,
     /// Output format: png, jpeg or webp (default: the input's).
     #[arg(long)]
     pub(crate) format: Option<String>,
@@ -143,6 +150,8 @@ impl RemoveArgs {
             engine: self.engine.as_deref().map(Engine::parse).transpose()?,
             radius: self.radius,
             mask_dilate: self.mask_dilate,
+            threshold: self.threshold,
+            returns: self.returns.as_deref().map(ReturnKind::parse).transpose()?,
             format: self
                 .format
                 .as_deref()

@@ -224,6 +224,7 @@ pub(crate) struct Defaults {
     pub(crate) engine: Engine,
     pub(crate) radius: u32,
     pub(crate) mask_dilate: u32,
+    pub(crate) threshold: f32,
     pub(crate) work_max_side: u32,
     pub(crate) format: Option<OutputFormat>,
     pub(crate) quality: u8,
@@ -237,6 +238,7 @@ impl Default for Defaults {
             engine: o.inpaint.engine,
             radius: o.inpaint.radius,
             mask_dilate: o.detect.mask_dilate,
+            threshold: o.detect.threshold,
             work_max_side: o.prescale.work_max_side,
             format: o.encode.format,
             quality: o.encode.quality,
@@ -368,6 +370,7 @@ impl Config {
             },
             detect: DetectParams {
                 mask_dilate: d.mask_dilate,
+                threshold: d.threshold,
             },
             inpaint: InpaintParams {
                 engine: d.engine,
@@ -378,6 +381,7 @@ impl Config {
                 format: d.format,
                 quality: d.quality,
                 keep_metadata: d.keep_metadata,
+                returns: Default::default(),
             },
         }
     }

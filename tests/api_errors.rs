@@ -99,13 +99,6 @@ async fn bad_inputs_get_precise_statuses() {
     let body = problem(mismatch, 400).await;
     assert_eq!(body["detail"], "mask is 100x80 but image is 512x512");
 
-    let no_mask = remove(&server, form(image.clone(), None, &[])).await;
-    let body = problem(no_mask, 422).await;
-    assert_eq!(
-        body["detail"],
-        "automatic watermark detection is not available: send a mask"
-    );
-
     let corrupt_mask = remove(&server, form(image.clone(), Some(mask[..40].to_vec()), &[])).await;
     problem(corrupt_mask, 422).await;
 }

@@ -8,6 +8,7 @@ mod api_watermark;
 mod cli_batch;
 mod common;
 mod deploy;
+mod detection;
 mod group;
 mod jobs_store;
 mod nats;

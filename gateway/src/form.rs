@@ -4,13 +4,14 @@ use axum::extract::Multipart;
 use axum::extract::multipart::{Field, MultipartError};
 use axum::http::StatusCode;
 use bytes::{Bytes, BytesMut};
-use unmark_schemas::params::{Engine, OutputFormat, PluginCall, WatermarkOptions};
+use unmark_schemas::params::{Engine, OutputFormat, PluginCall, ReturnKind, WatermarkOptions};
 use unmark_schemas::{ParamError, SubmitParams};
 
 use crate::ApiError;
 
-const FIELDS: &str = "image, mask, engine, radius, mask_dilate, format, quality, work_max_side, \
-                      keep_metadata, pre, detector, post, profile, callback_url";
+const FIELDS: &str = "image, mask, engine, radius, mask_dilate, threshold, return, format, \
+                      quality, work_max_side, keep_metadata, pre, detector, post, profile, \
+                      callback_url";
 
 /// A parsed and validated request.
 pub(crate) struct WatermarkForm {
@@ -57,6 +58,14 @@ fn number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, ApiError> {
     text.trim()
         .parse()
         .map_err(|_| ApiError::bad_request(format!("{name} must be a whole number, got {text:?}")))
+}
+
+fn decimal(name: &str, text: &str) -> Result<f32, ApiError> {
+    text.trim()
+        .parse::<f32>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| ApiError::bad_request(format!("{name} must be a number, got {text:?}")))
 }
 
 fn boolean(name: &str, text: &str) -> Result<bool, ApiError> {
@@ -107,6 +116,10 @@ pub(crate) async fn parse(
                     "engine" => params.engine = Some(Engine::parse(text.trim()).map_err(param)?),
                     "radius" => params.radius = Some(number(&name, &text)?),
                     "mask_dilate" => params.mask_dilate = Some(number(&name, &text)?),
+                    "threshold" => params.threshold = Some(decimal(&name, &text)?),
+                    "return" => {
+                        params.returns = Some(ReturnKind::parse(text.trim()).map_err(param)?)
+                    }
                     "format" => {
                         params.format = Some(OutputFormat::parse(text.trim()).map_err(param)?)
                     }

@@ -88,10 +88,12 @@ fn multipart_form() -> Value {
         "required": ["image"],
         "properties": {
             "image": { "type": "string", "format": "binary", "description": "PNG, JPEG, WebP, BMP, TIFF or GIF" },
-            "mask": { "type": "string", "format": "binary", "description": "white = remove" },
+            "mask": { "type": "string", "format": "binary", "description": "white = remove; without one (and without a profile or detector) the built-in detector finds the watermark" },
             "engine": { "type": "string", "enum": engines },
             "radius": { "type": "integer", "minimum": 1, "maximum": 32 },
             "mask_dilate": { "type": "integer", "minimum": 0, "maximum": 64 },
+            "threshold": { "type": "number", "minimum": 0.01, "maximum": 0.99, "description": "with no mask and no profile: the built-in detector's probability threshold" },
+            "return": { "type": "string", "enum": ["image", "mask"], "description": "`mask`: the mask that was removed (detected or sent, grown by `mask_dilate`), a grayscale PNG, to review a detection" },
             "format": { "type": "string", "enum": [OutputFormat::Png.as_str(), OutputFormat::Jpeg.as_str(), OutputFormat::Webp.as_str()] },
             "quality": { "type": "integer", "minimum": 1, "maximum": 100 },
             "work_max_side": { "type": "integer", "minimum": 64, "maximum": 16384 },

@@ -129,12 +129,20 @@ pub struct DetectParams {
     /// Grow the mask by this many pixels (a disk), to cover anti-aliased or JPEG-smeared
     /// edges of the mark.
     pub mask_dilate: u32,
+    /// With no mask and no profile, the built-in detector marks the pixels whose watermark
+    /// probability is above this (0.01 to 0.99): lower finds more of a faint mark, higher
+    /// touches less of the photo.
+    pub threshold: f32,
 }
+
+/// The detector's default probability threshold.
+pub const DEFAULT_DETECT_THRESHOLD: f32 = 0.5;
 
 impl Default for DetectParams {
     fn default() -> Self {
         Self {
             mask_dilate: DEFAULT_MASK_DILATE,
+            threshold: DEFAULT_DETECT_THRESHOLD,
         }
     }
 }
@@ -142,7 +150,8 @@ impl Default for DetectParams {
 impl DetectParams {
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), ParamError> {
-        check_range("mask_dilate", self.mask_dilate, 0, 64)
+        check_range("mask_dilate", self.mask_dilate, 0, 64)?;
+        check_range("threshold", self.threshold, 0.01, 0.99)
     }
 }
 
@@ -269,6 +278,35 @@ pub struct EncodeParams {
     /// Keep the input's EXIF block (its orientation reset, since it is already applied).
     /// The ICC profile is always kept.
     pub keep_metadata: bool,
+    /// What the job returns: the finished image, or the mask that was removed.
+    #[serde(rename = "return")]
+    pub returns: ReturnKind,
+}
+
+/// What a watermark job returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReturnKind {
+    /// The image with the watermark removed.
+    #[default]
+    Image,
+    /// The mask that was removed (detected or sent, grown by `mask_dilate`), a grayscale PNG
+    /// at the image's size, white where the watermark is.
+    Mask,
+}
+
+impl ReturnKind {
+    /// Parses `image` or `mask`.
+    pub fn parse(name: &str) -> Result<Self, ParamError> {
+        match name.to_ascii_lowercase().as_str() {
+            "image" => Ok(Self::Image),
+            "mask" => Ok(Self::Mask),
+            _ => Err(ParamError::new(
+                "return",
+                format!("return must be image or mask, got {name:?}"),
+            )),
+        }
+    }
 }
 
 impl Default for EncodeParams {
@@ -277,6 +315,7 @@ impl Default for EncodeParams {
             format: None,
             quality: DEFAULT_QUALITY,
             keep_metadata: false,
+            returns: ReturnKind::Image,
         }
     }
 }

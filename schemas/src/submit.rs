@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::FailureReason;
-use crate::params::{Engine, OutputFormat, ParamError, PluginCall, WatermarkOptions};
+use crate::params::{Engine, OutputFormat, ParamError, PluginCall, ReturnKind, WatermarkOptions};
 
 /// An input of a submitted job: inline (base64) or already in the blob store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -31,6 +31,12 @@ pub struct SubmitParams {
     pub radius: Option<u32>,
     /// Grow the mask by this many pixels.
     pub mask_dilate: Option<u32>,
+    /// The built-in detector's probability threshold (0.01 to 0.99), used when no mask is sent.
+    pub threshold: Option<f32>,
+    /// `image` (the default) or `mask`: the mask that was removed, as a PNG, to review a
+    /// detection.
+    #[serde(rename = "return")]
+    pub returns: Option<ReturnKind>,
     /// Output format.
     pub format: Option<OutputFormat>,
     /// JPEG quality.
@@ -62,6 +68,12 @@ impl SubmitParams {
         }
         if let Some(v) = self.mask_dilate {
             o.detect.mask_dilate = v;
+        }
+        if let Some(v) = self.threshold {
+            o.detect.threshold = v;
+        }
+        if let Some(v) = self.returns {
+            o.encode.returns = v;
         }
         if let Some(v) = self.format {
             o.encode.format = Some(v);

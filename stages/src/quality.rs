@@ -6,6 +6,7 @@
 //! - [`ssim`]: the mean structural similarity (7x7 uniform window, K1 0.01, K2 0.03, sample
 //!   covariance, reflected borders, per channel then averaged), over the whole map or over the
 //!   masked pixels only.
+//! - [`MaskScores`]: precision, recall, F1 and IoU of a detected mask against the truth.
 
 use crate::{Mask, Raster};
 
@@ -140,6 +141,57 @@ pub fn ssim(a: &Raster, b: &Raster, mask: Option<&Mask>) -> f64 {
         }
     }
     if n == 0 { 1.0 } else { sum / n as f64 }
+}
+
+/// How well a detected mask matches the true one, pixel by pixel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaskScores {
+    /// Of the detected pixels, the share that the mark covers.
+    pub precision: f64,
+    /// Of the mark's pixels, the share detected.
+    pub recall: f64,
+    /// The harmonic mean of precision and recall.
+    pub f1: f64,
+    /// Intersection over union.
+    pub iou: f64,
+}
+
+impl MaskScores {
+    /// Scores `found` against `truth`. An empty detection of an empty truth scores 1.
+    ///
+    /// # Panics
+    /// When the masks differ in size.
+    pub fn of(found: &Mask, truth: &Mask) -> Self {
+        assert_eq!(found.size(), truth.size(), "masks differ in size");
+        let (mut tp, mut fp, mut fneg) = (0u64, 0u64, 0u64);
+        for (&f, &t) in found.data.iter().zip(&truth.data) {
+            match (f != 0, t != 0) {
+                (true, true) => tp += 1,
+                (true, false) => fp += 1,
+                (false, true) => fneg += 1,
+                (false, false) => {}
+            }
+        }
+        let ratio = |num: u64, den: u64| {
+            if den == 0 {
+                1.0
+            } else {
+                num as f64 / den as f64
+            }
+        };
+        let (precision, recall) = (ratio(tp, tp + fp), ratio(tp, tp + fneg));
+        let f1 = if precision + recall == 0.0 {
+            0.0
+        } else {
+            2.0 * precision * recall / (precision + recall)
+        };
+        Self {
+            precision,
+            recall,
+            f1,
+            iou: ratio(tp, tp + fp + fneg),
+        }
+    }
 }
 
 #[cfg(test)]

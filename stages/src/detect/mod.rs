@@ -1,17 +1,17 @@
 //! `detect`: the mask the inpainter uses.
 //!
-//! With a client mask: check its size, grow it by `mask_dilate` (a disk) and make the working
-//! resolution copy. Without one: fail with `mask_required` — automatic detection is a later
-//! engine, and guessing a mask here would silently damage photos.
+//! With a client mask (or a `detector` plugin's): check its size. With a watermark profile:
+//! find the profile's mark and unblend it. With neither: find the watermark with the built-in
+//! detector network ([`auto`]). Then grow the mask by `mask_dilate` (a disk) and make the
+//! working resolution copy.
+
+pub mod auto;
 
 use unmark_schemas::FailureReason;
 use unmark_schemas::params::{self, DetectParams};
 
 use crate::artifact;
 use crate::{Artifacts, Mask, Produced, Stage, StageError, StageOutput};
-
-/// The message clients get when they send no mask.
-pub const MASK_REQUIRED: &str = "automatic watermark detection is not available: send a mask";
 
 /// Grows `mask` by a disk of `radius` pixels.
 pub fn dilate(mask: &Mask, radius: u32) -> Mask {
@@ -130,9 +130,7 @@ impl Stage for DetectStage {
             .map(|b| crate::profile::Profile::from_json(b))
             .transpose()?;
         let user = inputs.optional("user_mask");
-        if user.is_none() && profile.is_none() {
-            return Err(StageError::new(FailureReason::MaskRequired, MASK_REQUIRED));
-        }
+        let profiled = profile.is_some();
         let image = artifact::read_header(inputs.require("image")?)?;
         let work = artifact::read_header(inputs.require("work")?)?;
         let mut out = StageOutput::default();
@@ -155,7 +153,13 @@ impl Stage for DetectStage {
                 (image.width, image.height),
                 p.mask_dilate,
             )?,
-            None => Mask::new(image.width, image.height),
+            None if profiled => Mask::new(image.width, image.height),
+            None => {
+                let decoded = artifact::read_image(inputs.require("image")?)?;
+                let found = auto::detect(auto::Network::builtin(), &decoded.raster, p.threshold)?;
+                tracing::info!(pixels = found.count(), "detected the watermark");
+                dilate(&found, p.mask_dilate + auto::GROWTH)
+            }
         };
         let out = out.with("mask", Produced::Blob(artifact::write_mask(&mask)));
         if (work.width, work.height) == mask.size() {
@@ -200,16 +204,5 @@ mod tests {
         let err = prepare_mask(&Mask::new(640, 480), (1024, 768), 2).expect_err("mismatch");
         assert_eq!(err.reason, FailureReason::MaskSizeMismatch);
         assert_eq!(err.message, "mask is 640x480 but image is 1024x768");
-    }
-
-    #[test]
-    fn no_mask_is_a_clear_422_reason() {
-        let err = DetectStage
-            .run(&Artifacts::default(), &serde_json::Value::Null)
-            .expect_err("no mask");
-        assert_eq!(
-            (err.reason, err.message.as_str()),
-            (FailureReason::MaskRequired, MASK_REQUIRED)
-        );
     }
 }

@@ -11,7 +11,7 @@ use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::{CompressionType, PngEncoder};
 use image::codecs::webp::WebPEncoder;
 use image::{ExtendedColorType, ImageEncoder};
-use unmark_schemas::params::{self, EncodeParams, OutputFormat};
+use unmark_schemas::params::{self, EncodeParams, OutputFormat, ReturnKind};
 
 use crate::artifact::{self, DecodedImage, SourceFormat};
 use crate::inpaint::bounding_box;
@@ -168,6 +168,20 @@ pub fn encode(
     Ok((out, format))
 }
 
+/// `mask` as a grayscale PNG: 255 where set, 0 elsewhere.
+pub fn encode_mask(mask: &Mask) -> Result<Vec<u8>, StageError> {
+    let gray: Vec<u8> = mask
+        .data
+        .iter()
+        .map(|&v| if v != 0 { 255 } else { 0 })
+        .collect();
+    let mut out = Vec::new();
+    PngEncoder::new_with_quality(&mut out, CompressionType::Fast, Default::default())
+        .write_image(&gray, mask.width, mask.height, ExtendedColorType::L8)
+        .map_err(|e| StageError::internal(format!("encoding the mask failed: {e}")))?;
+    Ok(out)
+}
+
 /// The `encode` stage: `image` + `mask` + `work_out` to `result`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EncodeStage;
@@ -190,6 +204,14 @@ impl Stage for EncodeStage {
         p.validate()?;
         let mut image = artifact::read_image(inputs.require("image")?)?;
         let mask = artifact::read_mask(inputs.require("mask")?)?;
+        if p.returns == ReturnKind::Mask {
+            let bytes = encode_mask(&mask)?;
+            let out = StageOutput {
+                content_type: Some(OutputFormat::Png.content_type().to_owned()),
+                ..StageOutput::default()
+            };
+            return Ok(out.with("result", Produced::Blob(bytes.into())));
+        }
         let fill = artifact::read_image(inputs.require("work_out")?)?;
         compose(&mut image.raster, &mask, &fill.raster)?;
         let (bytes, format) = encode(&image, &p)?;

@@ -1,0 +1,461 @@
+//! Automatic watermark detection: a small convolutional network that marks the pixels a visible
+//! watermark covers, for jobs that send no mask.
+//!
+//! The network is a three-level U-Net of 3x3 convolutions (about 100k weights): two layers of
+//! 16 channels at full size, a 2x2 max-pool, two of 32 at half size, a max-pool, three of 48
+//! at quarter size (dilations 1, 2, 4), then back up twice (nearest-neighbour, concatenated
+//! with the skip connection, one layer each) and a 1x1 head. Every layer but the head is
+//! followed by a ReLU. It is trained on synthetic marks (text, rotated and tiled text, CJK,
+//! logos with wordmarks, tiled logos; random fonts, colours, opacities, JPEG) over photos that
+//! registry packages ship, by `models/watermark-detector/train.py`, and its weights (400 KiB)
+//! are built into the binary. It runs on the CPU at a working size of at most
+//! [`DETECT_SIDE`] pixels; its logits are scaled back up bilinearly and thresholded at full
+//! size.
+//!
+//! Weights file, little-endian: `b"UMWD"`, `u32` version (2), `u32` layer count (10), then per
+//! layer `u32` in, out, kernel, dilation, the weights `[out][in][ky][kx]` and the biases, all
+//! `f32`, in the order of [`LAYOUT`].
+
+use std::sync::OnceLock;
+
+use fast_image_resize::FilterType;
+use rayon::prelude::*;
+
+use crate::prescale;
+use crate::{Mask, Raster, StageError};
+
+/// The longest side the network sees.
+pub const DETECT_SIDE: u32 = 512;
+
+/// A detected mask is grown by this many pixels (on top of `mask_dilate`) before removal: the
+/// network marks where the mark is clearly visible, and the faint anti-aliased rim around it
+/// still needs removing.
+pub const GROWTH: u32 = 2;
+
+/// The weights built into the binary.
+static BUILTIN: &[u8] = include_bytes!("../../../models/watermark-detector/detector.bin");
+
+/// The layers, in file order: (name, in, out, kernel, dilation).
+pub const LAYOUT: [(&str, usize, usize, usize, usize); 10] = [
+    ("c1a", 3, 16, 3, 1),
+    ("c1b", 16, 16, 3, 1),
+    ("c2a", 16, 32, 3, 1),
+    ("c2b", 32, 32, 3, 1),
+    ("c3a", 32, 48, 3, 1),
+    ("c3b", 48, 48, 3, 2),
+    ("c3c", 48, 48, 3, 4),
+    ("u2", 80, 32, 3, 1),
+    ("u1", 48, 16, 3, 1),
+    ("head", 16, 1, 1, 1),
+];
+
+/// One convolution.
+#[derive(Debug, Clone)]
+struct Conv {
+    inputs: usize,
+    outputs: usize,
+    kernel: usize,
+    dilation: usize,
+    /// `[out][in][ky][kx]`.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+/// The detector network.
+#[derive(Debug, Clone)]
+pub struct Network {
+    layers: Vec<Conv>,
+}
+
+/// Planar feature maps: one `width * height` plane per channel.
+struct Planes {
+    width: usize,
+    height: usize,
+    data: Vec<Vec<f32>>,
+}
+
+impl Planes {
+    /// These channels followed by `other`'s (same size).
+    fn concat(mut self, other: Planes) -> Planes {
+        debug_assert_eq!((self.width, self.height), (other.width, other.height));
+        self.data.extend(other.data);
+        self
+    }
+
+    /// Each 2x2 block's maximum (the sides are even).
+    fn max_pool(&self) -> Planes {
+        let (w, h) = (self.width / 2, self.height / 2);
+        let sw = self.width;
+        let data = self
+            .data
+            .par_iter()
+            .map(|p| {
+                let mut out = Vec::with_capacity(w * h);
+                for y in 0..h {
+                    let (r0, r1) = (&p[2 * y * sw..][..sw], &p[(2 * y + 1) * sw..][..sw]);
+                    for x in 0..w {
+                        out.push(
+                            r0[2 * x]
+                                .max(r0[2 * x + 1])
+                                .max(r1[2 * x])
+                                .max(r1[2 * x + 1]),
+                        );
+                    }
+                }
+                out
+            })
+            .collect();
+        Planes {
+            width: w,
+            height: h,
+            data,
+        }
+    }
+
+    /// Twice the size, each value repeated 2x2 (nearest neighbour).
+    fn upsample2(&self) -> Planes {
+        let (w, h) = (self.width * 2, self.height * 2);
+        let data = self
+            .data
+            .par_iter()
+            .map(|p| {
+                let mut out = Vec::with_capacity(w * h);
+                for y in 0..h {
+                    let row = &p[(y / 2) * self.width..][..self.width];
+                    out.extend(row.iter().flat_map(|&v| [v, v]));
+                }
+                out
+            })
+            .collect();
+        Planes {
+            width: w,
+            height: h,
+            data,
+        }
+    }
+}
+
+impl Network {
+    /// The network built into the binary.
+    pub fn builtin() -> &'static Network {
+        static NET: OnceLock<Network> = OnceLock::new();
+        NET.get_or_init(|| Network::parse(BUILTIN).expect("the built-in detector weights parse"))
+    }
+
+    /// Reads a weights file, naming what is wrong with a bad one.
+    pub fn parse(bytes: &[u8]) -> Result<Network, String> {
+        let mut at = 0usize;
+        let mut take = |n: usize, what: &str| -> Result<&[u8], String> {
+            let end = at
+                .checked_add(n)
+                .filter(|&e| e <= bytes.len())
+                .ok_or_else(|| format!("weights file truncated in {what} at byte {at}"))?;
+            let s = &bytes[at..end];
+            at = end;
+            Ok(s)
+        };
+        if take(4, "the magic")? != b"UMWD" {
+            return Err("not a detector weights file (no UMWD magic)".into());
+        }
+        let u32_at = |s: &[u8]| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize;
+        let version = u32_at(take(4, "the version")?);
+        if version != 2 {
+            return Err(format!("detector weights version {version}, expected 2"));
+        }
+        let count = u32_at(take(4, "the layer count")?);
+        if count != LAYOUT.len() {
+            return Err(format!("{count} layers, expected {}", LAYOUT.len()));
+        }
+        let mut layers = Vec::with_capacity(count);
+        for (name, inputs, outputs, kernel, dilation) in LAYOUT {
+            let head = take(16, "a layer header")?;
+            let got = [0, 4, 8, 12].map(|o| u32_at(&head[o..o + 4]));
+            if got != [inputs, outputs, kernel, dilation] {
+                return Err(format!(
+                    "layer {name} is {}->{} kernel {} dilation {}, expected \
+                     {inputs}->{outputs} kernel {kernel} dilation {dilation}",
+                    got[0], got[1], got[2], got[3]
+                ));
+            }
+            let floats = |s: &[u8]| -> Vec<f32> {
+                s.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            };
+            let weights = floats(take(4 * outputs * inputs * kernel * kernel, "weights")?);
+            let bias = floats(take(4 * outputs, "biases")?);
+            if weights.iter().chain(&bias).any(|v| !v.is_finite()) {
+                return Err(format!("layer {name} has a weight that is not finite"));
+            }
+            layers.push(Conv {
+                inputs,
+                outputs,
+                kernel,
+                dilation,
+                weights,
+                bias,
+            });
+        }
+        if at != bytes.len() {
+            return Err(format!("{} bytes after the last layer", bytes.len() - at));
+        }
+        Ok(Network { layers })
+    }
+
+    /// Per-pixel logits (positive: watermark) for an RGB(A) or gray `image` at its own size.
+    pub fn logits(&self, image: &Raster) -> Vec<f32> {
+        let (width, height) = (image.width as usize, image.height as usize);
+        // Sides padded up to a multiple of 4 by repeating the last row and column.
+        let (pw, ph) = (width.div_ceil(4) * 4, height.div_ceil(4) * 4);
+        let c = image.channels as usize;
+        let mut input = Planes {
+            width: pw,
+            height: ph,
+            data: vec![vec![0.0; pw * ph]; 3],
+        };
+        for y in 0..ph {
+            for x in 0..pw {
+                let px = image.pixel(x.min(width - 1) as u32, y.min(height - 1) as u32);
+                for ch in 0..3 {
+                    // Gray images repeat their one channel.
+                    let v = px[if c < 3 { 0 } else { ch }];
+                    input.data[ch][y * pw + x] = f32::from(v) / 255.0 - 0.5;
+                }
+            }
+        }
+        let l = &self.layers;
+        let e1 = l[1].forward(&l[0].forward(&input, true), true);
+        let e2 = l[3].forward(&l[2].forward(&e1.max_pool(), true), true);
+        let e3 = l[4].forward(&e2.max_pool(), true);
+        let e3 = l[6].forward(&l[5].forward(&e3, true), true);
+        let u2 = l[7].forward(&e3.upsample2().concat(e2), true);
+        let u1 = l[8].forward(&u2.upsample2().concat(e1), true);
+        let out = l[9].forward(&u1, false);
+        let plane = &out.data[0];
+        (0..height)
+            .flat_map(|y| plane[y * pw..y * pw + width].iter().copied())
+            .collect()
+    }
+}
+
+impl Conv {
+    /// The layer on `input`, zero-padded to the same size; `relu` clamps negatives.
+    fn forward(&self, input: &Planes, relu: bool) -> Planes {
+        let (w, h) = (input.width, input.height);
+        let half = (self.kernel / 2) as isize;
+        let k = self.kernel;
+        let one = |o: usize| -> Vec<f32> {
+            let mut out = vec![self.bias[o]; w * h];
+            for (i, plane) in input.data.iter().enumerate() {
+                for ky in 0..k {
+                    let dy = (ky as isize - half) * self.dilation as isize;
+                    for kx in 0..k {
+                        let dx = (kx as isize - half) * self.dilation as isize;
+                        let wt = self.weights[((o * self.inputs + i) * k + ky) * k + kx];
+                        if wt == 0.0 {
+                            continue;
+                        }
+                        // Output columns whose source column lies inside the image.
+                        let x0 = (-dx).max(0) as usize;
+                        let x1 = (w as isize - dx.max(0)).max(0) as usize;
+                        if x0 >= x1 {
+                            continue;
+                        }
+                        let y0 = (-dy).max(0) as usize;
+                        let y1 = (h as isize - dy.max(0)).max(0) as usize;
+                        for y in y0..y1 {
+                            let sy = (y as isize + dy) as usize;
+                            let src = &plane[sy * w + (x0 as isize + dx) as usize..][..x1 - x0];
+                            let dst = &mut out[y * w + x0..y * w + x1];
+                            for (d, s) in dst.iter_mut().zip(src) {
+                                *d += wt * s;
+                            }
+                        }
+                    }
+                }
+            }
+            if relu {
+                out.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            out
+        };
+        debug_assert_eq!(input.data.len(), self.inputs);
+        let data = (0..self.outputs).into_par_iter().map(one).collect();
+        Planes {
+            width: w,
+            height: h,
+            data,
+        }
+    }
+}
+
+/// Scales a `sw` x `sh` plane to `dw` x `dh` bilinearly (pixel centres aligned).
+fn upsample(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<f32> {
+    if (sw, sh) == (dw, dh) {
+        return src.to_vec();
+    }
+    let axis = |d: usize, s: usize| -> Vec<(usize, usize, f32)> {
+        let scale = s as f32 / d as f32;
+        (0..d)
+            .map(|i| {
+                let f = ((i as f32 + 0.5) * scale - 0.5).clamp(0.0, (s - 1) as f32);
+                let lo = f.floor() as usize;
+                (lo, (lo + 1).min(s - 1), f - lo as f32)
+            })
+            .collect()
+    };
+    let (xs, ys) = (axis(dw, sw), axis(dh, sh));
+    let mut out = vec![0.0; dw * dh];
+    for (y, &(y0, y1, fy)) in ys.iter().enumerate() {
+        let (r0, r1) = (&src[y0 * sw..][..sw], &src[y1 * sw..][..sw]);
+        for (x, &(x0, x1, fx)) in xs.iter().enumerate() {
+            let top = r0[x0] + (r0[x1] - r0[x0]) * fx;
+            let bottom = r1[x0] + (r1[x1] - r1[x0]) * fx;
+            out[y * dw + x] = top + (bottom - top) * fy;
+        }
+    }
+    out
+}
+
+/// The watermark mask of `image` at its full size: pixels whose probability is above
+/// `threshold` (0..1).
+pub fn detect(net: &Network, image: &Raster, threshold: f32) -> Result<Mask, StageError> {
+    let small = prescale::working_size(image.size(), DETECT_SIDE)
+        .map(|(w, h)| prescale::resize(image, None, w, h, FilterType::Box))
+        .transpose()?;
+    let seen = small.as_ref().unwrap_or(image);
+    let logits = net.logits(seen);
+    let full = upsample(
+        &logits,
+        seen.width as usize,
+        seen.height as usize,
+        image.width as usize,
+        image.height as usize,
+    );
+    // A probability threshold as a logit.
+    let t = threshold.clamp(1e-4, 1.0 - 1e-4);
+    let cut = (t / (1.0 - t)).ln();
+    let mut mask = Mask::new(image.width, image.height);
+    for (m, &v) in mask.data.iter_mut().zip(&full) {
+        *m = u8::from(v > cut);
+    }
+    Ok(mask)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_weights_parse() {
+        let net = Network::builtin();
+        assert_eq!(net.layers.len(), LAYOUT.len());
+        // Any size works: padded to a multiple of 4 inside, cropped back.
+        let logits = net.logits(&Raster::filled(37, 22, 3, 128));
+        assert_eq!(logits.len(), 37 * 22);
+    }
+
+    #[test]
+    fn logits_match_the_training_framework() {
+        // `train.py --parity` writes PyTorch's logits of this image for the built-in weights.
+        let fixture: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../models/watermark-detector/parity.json"
+        ))
+        .expect("parity fixture");
+        let (w, h) = (24u32, 20u32);
+        assert_eq!(
+            (fixture["width"].as_u64(), fixture["height"].as_u64()),
+            (Some(24), Some(20))
+        );
+        let mut data = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                for c in 0..3 {
+                    data.push(((7 * x + 13 * y + 29 * c) % 256) as u8);
+                }
+            }
+        }
+        let image = Raster::from_data(w, h, 3, data).expect("raster");
+        let ours = Network::builtin().logits(&image);
+        let theirs = fixture["logits"].as_array().expect("logits");
+        assert_eq!(ours.len(), theirs.len());
+        for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
+            let b = b.as_f64().expect("number") as f32;
+            assert!(
+                (a - b).abs() <= 1e-3 * (1.0 + b.abs()),
+                "logit {i}: {a} vs {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_weight_files_name_the_problem() {
+        assert!(
+            Network::parse(b"PK\x03\x04")
+                .expect_err("bad")
+                .contains("magic")
+        );
+        let cut = &BUILTIN[..BUILTIN.len() - 3];
+        assert!(Network::parse(cut).expect_err("cut").contains("truncated"));
+        let mut longer = BUILTIN.to_vec();
+        longer.push(0);
+        assert!(
+            Network::parse(&longer)
+                .expect_err("longer")
+                .contains("after the last layer")
+        );
+        let mut wrong = BUILTIN.to_vec();
+        wrong[16] = 4; // c1a's output count
+        assert_eq!(
+            Network::parse(&wrong).expect_err("wrong"),
+            "layer c1a is 3->4 kernel 3 dilation 1, expected 3->16 kernel 3 dilation 1"
+        );
+    }
+
+    #[test]
+    fn convolution_matches_a_direct_sum() {
+        // One 3x3 layer with dilation 2 on a 5x4 ramp, against the definition.
+        let conv = Conv {
+            inputs: 1,
+            outputs: 1,
+            kernel: 3,
+            dilation: 2,
+            weights: (0..9).map(|i| i as f32 - 4.0).collect(),
+            bias: vec![0.5],
+        };
+        let (w, h) = (5usize, 4usize);
+        let plane: Vec<f32> = (0..w * h).map(|i| (i * 7 % 11) as f32).collect();
+        let out = conv.forward(
+            &Planes {
+                width: w,
+                height: h,
+                data: vec![plane.clone()],
+            },
+            false,
+        );
+        for y in 0..h as isize {
+            for x in 0..w as isize {
+                let mut want = 0.5;
+                for ky in 0..3isize {
+                    for kx in 0..3isize {
+                        let (sx, sy) = (x + (kx - 1) * 2, y + (ky - 1) * 2);
+                        if sx >= 0 && sy >= 0 && sx < w as isize && sy < h as isize {
+                            want += conv.weights[(ky * 3 + kx) as usize]
+                                * plane[sy as usize * w + sx as usize];
+                        }
+                    }
+                }
+                let got = out.data[0][y as usize * w + x as usize];
+                assert!((got - want).abs() < 1e-4, "({x},{y}): {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn upsampling_keeps_constants_and_corners() {
+        let up = upsample(&[1.0, 3.0, 1.0, 3.0], 2, 2, 4, 4);
+        assert_eq!(up.len(), 16);
+        assert!((up[0] - 1.0).abs() < 1e-6 && (up[3] - 3.0).abs() < 1e-6);
+        assert!((up[1] - 1.5).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,180 @@
+//! Automatic watermark detection (no mask, no profile) on `../shared/eval`: the built-in
+//! detector's masks against the true masks, removal with the detected mask against removal with
+//! the true one, clean photos left alone, and `return=mask` over HTTP and the CLI.
+
+use unmark_schemas::params::WatermarkOptions;
+use unmark_stages::detect::{auto, dilate};
+use unmark_stages::quality::{MaskScores, psnr};
+use unmark_stages::{Mask, Raster};
+
+use crate::common::*;
+
+/// Every dev case: (id, kind, long side).
+fn cases() -> Vec<(String, String, u64)> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(eval_dir().join("manifest.json")).expect("manifest"))
+            .expect("manifest json");
+    manifest["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().expect("id").to_owned(),
+                c["kind"].as_str().expect("kind").to_owned(),
+                c["long_side"].as_u64().expect("long side"),
+            )
+        })
+        .collect()
+}
+
+fn detect(image: &Raster) -> Mask {
+    auto::detect(auto::Network::builtin(), image, 0.5).expect("detect")
+}
+
+/// Masked PSNR of removal (the default engine) with `mask` grown by `grow` pixels, on the true
+/// mask's pixels.
+fn removal_psnr(image: &Raster, mask: &Mask, grow: u32, clean: &Raster, truth: &Mask) -> f64 {
+    let mut options = WatermarkOptions::default();
+    options.detect.mask_dilate = grow;
+    let out = unmark_stages::remove_watermark_pixels(image, mask, &options).expect("remove");
+    psnr(&out, clean, Some(truth))
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+#[test]
+fn detector_finds_the_dev_marks() {
+    let mut by_kind: std::collections::BTreeMap<String, Vec<MaskScores>> = Default::default();
+    let (mut detected_psnr, mut true_psnr) = (Vec::new(), Vec::new());
+    for (id, kind, _) in cases() {
+        let (wm, mask, clean) = case(&id);
+        let (image, truth, clean) = (read_raster(&wm), read_mask(&mask), read_raster(&clean));
+        let found = detect(&image);
+        let s = MaskScores::of(&found, &truth);
+        println!(
+            "{id}: P {:.2} R {:.2} F1 {:.2} IoU {:.2}",
+            s.precision, s.recall, s.f1, s.iou
+        );
+        by_kind.entry(kind).or_default().push(s);
+        // The detected mask grown as the service grows it; the exact true mask as it is.
+        detected_psnr.push(removal_psnr(&image, &found, auto::GROWTH, &clean, &truth));
+        true_psnr.push(removal_psnr(&image, &truth, 0, &clean, &truth));
+    }
+    let mut all = Vec::new();
+    for (kind, scores) in &by_kind {
+        let f1: Vec<f64> = scores.iter().map(|s| s.f1).collect();
+        println!("{kind}: mean F1 {:.3} over {}", mean(&f1), f1.len());
+        // Every kind of mark is found for the most part.
+        assert!(
+            mean(&f1) >= KIND_F1_FLOOR,
+            "{kind}: mean F1 {:.3}",
+            mean(&f1)
+        );
+        all.extend(f1);
+    }
+    let (d, t) = (mean(&detected_psnr), mean(&true_psnr));
+    println!(
+        "all: mean F1 {:.3}; removal PSNR {d:.2} dB detected vs {t:.2} dB true",
+        mean(&all)
+    );
+    assert!(mean(&all) >= F1_FLOOR, "mean F1 {:.3}", mean(&all));
+    assert!(d >= t * PSNR_SHARE_FLOOR, "{d:.2} dB vs {t:.2} dB");
+}
+
+/// Floors a little under what the built-in weights measure on the dev set (see the README).
+/// Measured with the committed weights: mean F1 0.320, the weakest kind (text_corner) 0.200,
+/// removal 21.06 dB with the detected mask against 27.42 dB with the true one (77%).
+const F1_FLOOR: f64 = 0.28;
+const KIND_F1_FLOOR: f64 = 0.15;
+const PSNR_SHARE_FLOOR: f64 = 0.72;
+
+#[test]
+fn clean_photos_are_left_alone() {
+    let dir = eval_dir().join("clean/512");
+    let mut flagged = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("clean photos") {
+        let path = entry.expect("entry").path();
+        let image = read_raster(&path);
+        let found = detect(&image);
+        let share = found.count() as f64 / (image.width * image.height) as f64;
+        println!("{}: {:.4} flagged", path.display(), share);
+        flagged.push(share);
+    }
+    assert!(flagged.len() >= 10);
+    assert!(mean(&flagged) <= CLEAN_FLAGGED_CEILING, "{flagged:?}");
+}
+
+/// Measured: 3.4% of the pixels of the 14 clean photos, on average.
+const CLEAN_FLAGGED_CEILING: f64 = 0.05;
+
+#[tokio::test]
+async fn http_detects_returns_the_mask_and_removes_the_mark() {
+    let server = Server::start(&[]);
+    let id = "dev_002_chelsea_512_text_tiled";
+    let (wm, mask, clean) = case(id);
+    let input = std::fs::read(&wm).expect("image");
+    let (image, truth, clean) = (decode_bytes(&input), read_mask(&mask), read_raster(&clean));
+
+    // The detected mask, for review: the library's, grown by the detector's 2 px only.
+    let review = remove(
+        &server,
+        form(
+            input.clone(),
+            None,
+            &[("return", "mask"), ("mask_dilate", "0")],
+        ),
+    )
+    .await;
+    assert_eq!(review.status().as_u16(), 200);
+    assert_eq!(review.headers()["content-type"], "image/png");
+    let returned =
+        unmark_stages::decode::binarize(&decode_bytes(&review.bytes().await.expect("body")));
+    assert_eq!(returned, dilate(&detect(&image), auto::GROWTH));
+    assert!(MaskScores::of(&detect(&image), &truth).f1 >= 0.75);
+
+    // The removal itself, with no mask sent.
+    let done = remove(&server, form(input.clone(), None, &[])).await;
+    assert_eq!(done.status().as_u16(), 200);
+    let out = decode_bytes(&done.bytes().await.expect("body"));
+    let (before, after) = (
+        psnr(&image, &clean, Some(&truth)),
+        psnr(&out, &clean, Some(&truth)),
+    );
+    println!("{id}: {before:.2} dB -> {after:.2} dB with no mask sent");
+    assert!(after >= before + 8.0, "{before:.2} dB -> {after:.2} dB");
+
+    // Bad values are named.
+    let bad = remove(&server, form(input.clone(), None, &[("return", "alpha")])).await;
+    let body = problem(bad, 400).await;
+    assert_eq!(
+        body["detail"],
+        "return must be image or mask, got \"alpha\""
+    );
+    let bad = remove(&server, form(input, None, &[("threshold", "1.5")])).await;
+    let body = problem(bad, 400).await;
+    assert_eq!(
+        body["detail"],
+        "threshold must be from 0.01 to 0.99, got 1.5"
+    );
+}
+
+#[test]
+fn cli_writes_the_detected_mask() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wm, mask, _) = case("dev_025_brick_512_text_center");
+    let out = dir.path().join("mask.png");
+    succeed(
+        unmark()
+            .arg("remove-watermark")
+            .arg(&wm)
+            .arg("-o")
+            .arg(&out)
+            .args(["--return", "mask", "--mask-dilate", "0"]),
+    );
+    let found = detect(&read_raster(&wm));
+    assert_eq!(read_mask(&out), dilate(&found, auto::GROWTH));
+    assert!(MaskScores::of(&found, &read_mask(&mask)).f1 >= 0.5);
+}
