@@ -12,24 +12,18 @@
 //! cargo bench --bench detection -- [--eval DIR] [--threshold 0.5] [--growth 2] [--threads 2]
 //! ```
 
+mod eval_files;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
+use eval_files::read;
 use unmark_schemas::params::WatermarkOptions;
-use unmark_stages::decode::{Limits, binarize, decode};
+use unmark_stages::decode::binarize;
 use unmark_stages::detect::auto;
 use unmark_stages::quality::{MaskScores, psnr, ssim};
 use unmark_stages::{Mask, Raster, remove_watermark_pixels};
-
-fn read(path: &Path) -> Raster {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let limits = Limits {
-        max_pixels: 100_000_000,
-        max_input_bytes: 1 << 30,
-    };
-    decode(&bytes, &limits, "image").expect("decode").raster
-}
 
 #[derive(Default)]
 struct Sum {

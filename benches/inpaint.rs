@@ -12,14 +12,17 @@
 //! (dilate + crops + inpaint + compose) is than `cv2.inpaint` alone. Needs python3 with
 //! `opencv-python-headless` (installed by `scripts/setup.sh --bench`).
 
+mod eval_files;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use eval_files::read;
 use unmark_schemas::params::WatermarkOptions;
-use unmark_stages::decode::{Limits, binarize, decode};
-use unmark_stages::{Mask, Raster, detect, quality, remove_watermark_pixels};
+use unmark_stages::decode::binarize;
+use unmark_stages::{Mask, detect, quality, remove_watermark_pixels};
 
 struct Args {
     eval: PathBuf,
@@ -61,15 +64,6 @@ fn parse_args() -> Args {
         }
     }
     args
-}
-
-fn read(path: &Path) -> Raster {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let limits = Limits {
-        max_pixels: 100_000_000,
-        max_input_bytes: 1 << 30,
-    };
-    decode(&bytes, &limits, "image").expect("decode").raster
 }
 
 fn save_mask(mask: &Mask, path: &Path) {

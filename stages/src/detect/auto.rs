@@ -82,56 +82,45 @@ impl Planes {
         self
     }
 
+    /// `f` on every plane, in parallel, making planes of `width` x `height`.
+    fn map(&self, width: usize, height: usize, f: impl Fn(&[f32]) -> Vec<f32> + Sync) -> Planes {
+        Planes {
+            width,
+            height,
+            data: self.data.par_iter().map(|p| f(p)).collect(),
+        }
+    }
+
     /// Each 2x2 block's maximum (the sides are even).
     fn max_pool(&self) -> Planes {
-        let (w, h) = (self.width / 2, self.height / 2);
-        let sw = self.width;
-        let data = self
-            .data
-            .par_iter()
-            .map(|p| {
-                let mut out = Vec::with_capacity(w * h);
-                for y in 0..h {
-                    let (r0, r1) = (&p[2 * y * sw..][..sw], &p[(2 * y + 1) * sw..][..sw]);
-                    for x in 0..w {
-                        out.push(
-                            r0[2 * x]
-                                .max(r0[2 * x + 1])
-                                .max(r1[2 * x])
-                                .max(r1[2 * x + 1]),
-                        );
-                    }
+        let (w, h, sw) = (self.width / 2, self.height / 2, self.width);
+        self.map(w, h, |p| {
+            let mut out = Vec::with_capacity(w * h);
+            for y in 0..h {
+                let (r0, r1) = (&p[2 * y * sw..][..sw], &p[(2 * y + 1) * sw..][..sw]);
+                for x in 0..w {
+                    out.push(
+                        r0[2 * x]
+                            .max(r0[2 * x + 1])
+                            .max(r1[2 * x])
+                            .max(r1[2 * x + 1]),
+                    );
                 }
-                out
-            })
-            .collect();
-        Planes {
-            width: w,
-            height: h,
-            data,
-        }
+            }
+            out
+        })
     }
 
     /// Twice the size, each value repeated 2x2 (nearest neighbour).
     fn upsample2(&self) -> Planes {
-        let (w, h) = (self.width * 2, self.height * 2);
-        let data = self
-            .data
-            .par_iter()
-            .map(|p| {
-                let mut out = Vec::with_capacity(w * h);
-                for y in 0..h {
-                    let row = &p[(y / 2) * self.width..][..self.width];
-                    out.extend(row.iter().flat_map(|&v| [v, v]));
-                }
-                out
-            })
-            .collect();
-        Planes {
-            width: w,
-            height: h,
-            data,
-        }
+        let (w, h, sw) = (self.width * 2, self.height * 2, self.width);
+        self.map(w, h, |p| {
+            let mut out = Vec::with_capacity(w * h);
+            for y in 0..h {
+                out.extend(p[(y / 2) * sw..][..sw].iter().flat_map(|&v| [v, v]));
+            }
+            out
+        })
     }
 }
 
