@@ -9,8 +9,8 @@
 //! logos with wordmarks, tiled logos; random fonts, colours, opacities, JPEG) over photos that
 //! registry packages ship, by `models/watermark-detector/train.py`, and its weights (400 KiB)
 //! are built into the binary. It runs on the CPU at a working size of at most
-//! [`DETECT_SIDE`] pixels; its logits are scaled back up bilinearly and thresholded at full
-//! size.
+//! [`DETECT_SIDE`] pixels, on the image and on its mirror image; the mean of the two passes'
+//! logits is scaled back up bilinearly and thresholded at full size.
 //!
 //! Weights file, little-endian: `b"UMWD"`, `u32` version (2), `u32` layer count (10), then per
 //! layer `u32` in, out, kernel, dilation, the weights `[out][in][ky][kx]` and the biases, all
@@ -306,6 +306,23 @@ fn upsample(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<f32>
     out
 }
 
+/// `image` flipped left to right.
+fn mirror(image: &Raster) -> Raster {
+    let c = image.channels as usize;
+    let w = image.width as usize;
+    let mut out = image.clone();
+    for (dst, src) in out
+        .data
+        .chunks_exact_mut(w * c)
+        .zip(image.data.chunks_exact(w * c))
+    {
+        for (d, s) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c).rev()) {
+            d.copy_from_slice(s);
+        }
+    }
+    out
+}
+
 /// The watermark mask of `image` at its full size: pixels whose probability is above
 /// `threshold` (0..1).
 pub fn detect(net: &Network, image: &Raster, threshold: f32) -> Result<Mask, StageError> {
@@ -313,7 +330,16 @@ pub fn detect(net: &Network, image: &Raster, threshold: f32) -> Result<Mask, Sta
         .map(|(w, h)| prescale::resize(image, None, w, h, FilterType::Box))
         .transpose()?;
     let seen = small.as_ref().unwrap_or(image);
-    let logits = net.logits(seen);
+    // The mean of the logits of the image and of its mirror image (flipped left to right):
+    // on the dev set, F1 0.347 against 0.321 for one pass, for twice the time.
+    let mut logits = net.logits(seen);
+    let mirrored = net.logits(&mirror(seen));
+    let w = seen.width as usize;
+    for (row, back) in logits.chunks_exact_mut(w).zip(mirrored.chunks_exact(w)) {
+        for (v, m) in row.iter_mut().zip(back.iter().rev()) {
+            *v = (*v + m) / 2.0;
+        }
+    }
     let full = upsample(
         &logits,
         seen.width as usize,
@@ -438,6 +464,13 @@ mod tests {
                 assert!((got - want).abs() < 1e-4, "({x},{y}): {got} vs {want}");
             }
         }
+    }
+
+    #[test]
+    fn mirroring_reverses_each_row() {
+        let image = Raster::from_data(3, 2, 1, vec![1, 2, 3, 4, 5, 6]).expect("raster");
+        assert_eq!(mirror(&image).data, vec![3, 2, 1, 6, 5, 4]);
+        assert_eq!(mirror(&mirror(&image)), image);
     }
 
     #[test]
