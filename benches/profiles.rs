@@ -57,13 +57,7 @@ fn main() {
     );
     let mut sums = [0f64; 8];
     for (k, it) in g.items.iter().enumerate() {
-        let others: Vec<Raster> = all
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != k)
-            .map(|(_, r)| r.clone())
-            .collect();
-        let p = profile::learn(&others).expect("learn");
+        let p = profile::learn(&group::leave_out(&all, k)).expect("learn");
         let start = Instant::now();
         let mut out = it.watermarked.clone();
         let at = profile::locate(&p, &out).expect("found");

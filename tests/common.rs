@@ -14,11 +14,15 @@ pub(crate) fn eval_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/eval")
 }
 
+/// The eval set's `manifest.json`.
+pub(crate) fn manifest() -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(eval_dir().join("manifest.json")).expect("manifest"))
+        .expect("manifest json")
+}
+
 /// Paths of one eval case: (watermarked, mask, clean).
 pub(crate) fn case(id: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(eval_dir().join("manifest.json")).expect("manifest"))
-            .expect("manifest json");
+    let manifest = manifest();
     let case = manifest["cases"]
         .as_array()
         .expect("cases")

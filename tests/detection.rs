@@ -11,10 +11,7 @@ use crate::common::*;
 
 /// Every dev case: (id, kind, long side).
 fn cases() -> Vec<(String, String, u64)> {
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(eval_dir().join("manifest.json")).expect("manifest"))
-            .expect("manifest json");
-    manifest["cases"]
+    manifest()["cases"]
         .as_array()
         .expect("cases")
         .iter()
@@ -132,8 +129,9 @@ async fn http_detects_returns_the_mask_and_removes_the_mark() {
     assert_eq!(review.headers()["content-type"], "image/png");
     let returned =
         unmark_stages::decode::binarize(&decode_bytes(&review.bytes().await.expect("body")));
-    assert_eq!(returned, dilate(&detect(&image), auto::GROWTH));
-    assert!(MaskScores::of(&detect(&image), &truth).f1 >= 0.75);
+    let found = detect(&image);
+    assert_eq!(returned, dilate(&found, auto::GROWTH));
+    assert!(MaskScores::of(&found, &truth).f1 >= 0.75);
 
     // The removal itself, with no mask sent.
     let done = remove(&server, form(input.clone(), None, &[])).await;

@@ -64,6 +64,16 @@ pub(crate) fn load(eval: &Path) -> Group {
     }
 }
 
+/// Every image but the `k`th: what a leave-one-out run learns from.
+pub(crate) fn leave_out(images: &[Raster], k: usize) -> Vec<Raster> {
+    images
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != k)
+        .map(|(_, r)| r.clone())
+        .collect()
+}
+
 /// Mean absolute error of the learned alpha, placed where it was learned, over the true mask.
 pub(crate) fn alpha_error(p: &Profile, g: &Group) -> f64 {
     let w = g.mask.width as usize;

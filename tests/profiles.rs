@@ -70,13 +70,7 @@ fn learned_profiles_match_the_truth_and_beat_single_image_removal() {
     let (mut with_profile, mut single_image) = (Vec::new(), Vec::new());
     for (k, item) in g.items.iter().enumerate() {
         let (wm, clean, name) = (&item.watermarked, &item.clean, &item.name);
-        let others: Vec<Raster> = watermarked
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != k)
-            .map(|(_, r)| r.clone())
-            .collect();
-        let learned = profile::learn(&others).expect("learn from 7");
+        let learned = profile::learn(&leave_out(&watermarked, k)).expect("learn from 7");
         let at = profile::locate(&learned, wm).expect("found");
         let mut out = wm.clone();
         profile::unblend(&mut out, &learned, at);

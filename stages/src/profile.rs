@@ -257,23 +257,6 @@ fn telea(image: &Raster, mask: &Mask) -> Raster {
     prior
 }
 
-/// Alpha of one pixel over all images: the projection of `o - p` on `colour - p`.
-fn fit_alpha(obs: &[[f32; 3]], prior: &[[f32; 3]], colour: [f32; 3]) -> f32 {
-    let (mut num, mut den) = (0f32, 0f32);
-    for (o, p) in obs.iter().zip(prior) {
-        for c in 0..3 {
-            let d = colour[c] - p[c];
-            num += (o[c] - p[c]) * d;
-            den += d * d;
-        }
-    }
-    if den < 1.0 {
-        0.0
-    } else {
-        (num / den).clamp(0.0, 1.0)
-    }
-}
-
 /// Learns the mark that `images` share (at least 3, one size, the mark in one place).
 pub fn learn(images: &[Raster]) -> Result<Profile, StageError> {
     if images.len() < 3 {
@@ -362,7 +345,7 @@ pub fn learn(images: &[Raster]) -> Result<Profile, StageError> {
     for _ in 0..2 {
         for (a, &i) in alphas.iter_mut().zip(&pixels) {
             let (obs, pri) = samples(i);
-            *a = fit_alpha(&obs, &pri, colour);
+            *a = inpaint::blend_alpha(&obs, &pri, colour);
         }
         // colour = sum a * (o - (1 - a) p) / sum a^2, over pixels with a clear alpha.
         let (mut num, mut den) = ([0f32; 3], 0f32);
@@ -402,7 +385,7 @@ pub fn learn(images: &[Raster]) -> Result<Profile, StageError> {
             colour = std::array::from_fn(|c| median(&mut votes[c]).clamp(0.0, 255.0));
             for (a, &i) in alphas.iter_mut().zip(&pixels) {
                 let (obs, pri) = samples(i);
-                *a = fit_alpha(&obs, &pri, colour);
+                *a = inpaint::blend_alpha(&obs, &pri, colour);
             }
             snap_to_opacity(&mut alphas);
         }

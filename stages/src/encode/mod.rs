@@ -202,7 +202,6 @@ impl Stage for EncodeStage {
     ) -> Result<StageOutput, StageError> {
         let p: EncodeParams = params::parse("encode", params)?;
         p.validate()?;
-        let mut image = artifact::read_image(inputs.require("image")?)?;
         let mask = artifact::read_mask(inputs.require("mask")?)?;
         if p.returns == ReturnKind::Mask {
             let bytes = encode_mask(&mask)?;
@@ -212,6 +211,7 @@ impl Stage for EncodeStage {
             };
             return Ok(out.with("result", Produced::Blob(bytes.into())));
         }
+        let mut image = artifact::read_image(inputs.require("image")?)?;
         let fill = artifact::read_image(inputs.require("work_out")?)?;
         compose(&mut image.raster, &mask, &fill.raster)?;
         let (bytes, format) = encode(&image, &p)?;

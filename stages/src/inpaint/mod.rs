@@ -7,6 +7,8 @@ mod regions;
 mod restore;
 mod telea;
 
+pub(crate) use restore::blend_alpha;
+
 use rayon::prelude::*;
 use unmark_schemas::params::{self, Engine, InpaintParams};
 

@@ -63,11 +63,19 @@ fn rgb(r: &Raster, i: usize) -> [f32; 3] {
 
 /// Projection of `o - p` on `colour - p`, as an alpha in [0, 1].
 fn alpha_of(o: [f32; 3], p: [f32; 3], colour: [f32; 3]) -> f32 {
+    blend_alpha(&[o], &[p], colour)
+}
+
+/// The one alpha that best blends each prior `p` towards `colour` into its observation `o`
+/// (least squares over all pairs: the projection of `o - p` on `colour - p`), in [0, 1].
+pub(crate) fn blend_alpha(obs: &[[f32; 3]], prior: &[[f32; 3]], colour: [f32; 3]) -> f32 {
     let (mut num, mut den) = (0f32, 0f32);
-    for k in 0..3 {
-        let d = colour[k] - p[k];
-        num += (o[k] - p[k]) * d;
-        den += d * d;
+    for (o, p) in obs.iter().zip(prior) {
+        for k in 0..3 {
+            let d = colour[k] - p[k];
+            num += (o[k] - p[k]) * d;
+            den += d * d;
+        }
     }
     if den < 1.0 {
         0.0
