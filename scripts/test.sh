@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
+. scripts/isnet.sh
 started=$(date +%s)
 cargo test --workspace --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -1,5 +1,5 @@
-//! `unmark remove-watermark`: one file, or a folder in parallel, through the same stage
-//! pipeline as the service (embedded, in this process).
+//! `unmark remove-watermark` and `unmark remove-background`: one file, or a folder in
+//! parallel, through the same stage pipelines as the service (embedded, in this process).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,11 +10,13 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use unmark_broker::{JobClient, JobOutcome};
-use unmark_schemas::params::WatermarkOptions;
-use unmark_schemas::{JobId, pipeline};
+use unmark_schemas::{JobId, Step, pipeline};
 
-use crate::cli::RemoveArgs;
+use crate::cli::{BackgroundArgs, RemoveArgs};
 use crate::config::Config;
+
+/// The stages a one-shot watermark run starts (not the background pipeline's network).
+const WATERMARK_WORK: &str = "decode,prescale,detect,inpaint,encode,plugin";
 
 /// One image to process.
 struct Item {
@@ -33,13 +35,14 @@ fn extension(content_type: &str) -> &'static str {
     }
 }
 
-async fn process(
-    client: &JobClient,
-    item: &Item,
-    options: &WatermarkOptions,
-    profile: Option<&Bytes>,
-    n: usize,
-) -> Result<PathBuf> {
+/// What every job of a run shares: the pipeline, its steps, and inputs besides the image.
+struct Template {
+    pipeline: &'static str,
+    steps: Vec<Step>,
+    extra: Vec<(&'static str, Bytes)>,
+}
+
+async fn process(client: &JobClient, item: &Item, job: &Template, n: usize) -> Result<PathBuf> {
     let image = tokio::fs::read(&item.input)
         .await
         .with_context(|| format!("cannot read {}", item.input.display()))?;
@@ -50,19 +53,12 @@ async fn process(
             .with_context(|| format!("cannot read mask {}", mask.display()))?;
         inputs.push(("mask_input", Bytes::from(bytes)));
     }
-    if let Some(profile) = profile {
-        inputs.push(("profile", profile.clone()));
-    }
+    inputs.extend(job.extra.iter().cloned());
     let id = JobId::new(format!("cli-{}-{n}", std::process::id()))?;
-    let mut job = client
-        .submit(
-            id.clone(),
-            pipeline::REMOVE_WATERMARK,
-            pipeline::remove_watermark(options),
-            inputs,
-        )
+    let mut running = client
+        .submit(id.clone(), job.pipeline, job.steps.clone(), inputs)
         .await?;
-    let outcome = job.wait(Duration::from_secs(3600)).await;
+    let outcome = running.wait(Duration::from_secs(3600)).await;
     let written = match outcome? {
         JobOutcome::Succeeded {
             result,
@@ -115,32 +111,27 @@ fn mask_for(image: &Path, mask_dir: &Path) -> Option<PathBuf> {
         .find(|m| m.file_stem() == Some(stem))
 }
 
-fn plan(args: &RemoveArgs) -> Result<Vec<Item>> {
-    if !args.input.is_dir() {
-        if args.mask_dir.is_some() {
-            bail!("--mask-dir needs a folder as input");
-        }
+/// The items of a run over `input` (a file or a folder) into `output`; `mask` gives each
+/// image's mask.
+fn plan(input: &Path, output: &Path, mask: impl Fn(&Path) -> Option<PathBuf>) -> Result<Vec<Item>> {
+    if !input.is_dir() {
         return Ok(vec![Item {
-            input: args.input.clone(),
-            mask: args.mask.clone(),
-            output: args.output.clone(),
+            input: input.to_owned(),
+            mask: mask(input),
+            output: output.to_owned(),
             folder_mode: false,
         }]);
     }
-    std::fs::create_dir_all(&args.output)
-        .with_context(|| format!("cannot create output folder {}", args.output.display()))?;
-    let items = files_in(&args.input)?
+    std::fs::create_dir_all(output)
+        .with_context(|| format!("cannot create output folder {}", output.display()))?;
+    let items = files_in(input)?
         .into_iter()
         .map(|input| {
-            let mask = match &args.mask_dir {
-                Some(dir) => mask_for(&input, dir),
-                None => args.mask.clone(),
-            };
             let stem = input.file_stem().unwrap_or_default().to_owned();
             Item {
-                output: args.output.join(stem),
+                output: output.join(stem),
+                mask: mask(&input),
                 input,
-                mask,
                 folder_mode: true,
             }
         })
@@ -148,28 +139,88 @@ fn plan(args: &RemoveArgs) -> Result<Vec<Item>> {
     Ok(items)
 }
 
-/// Runs the command; exits 1 when any image failed.
+/// Runs `remove-watermark`; exits 1 when any image failed.
 pub(crate) async fn run(config: &Config, args: &RemoveArgs) -> Result<ExitCode> {
     let mut options = args.options(config.options())?;
-    let items = plan(args)?;
+    if args.input.is_file() && args.mask_dir.is_some() {
+        bail!("--mask-dir needs a folder as input");
+    }
+    let items = plan(&args.input, &args.output, |image| match &args.mask_dir {
+        Some(dir) => mask_for(image, dir),
+        None => args.mask.clone(),
+    })?;
+    let (pipeline, transport) =
+        crate::embedded::start_all(config, WATERMARK_WORK, crate::embedded::Blobs::Memory).await?;
+    unmark_plugins::resolve(&transport.plugins.registry, &mut options).await?;
+    let mut extra = Vec::new();
+    if let Some(path) = &args.profile {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read profile {}", path.display()))?;
+        unmark_stages::profile::Profile::from_json(&bytes)
+            .with_context(|| format!("{} is not a watermark profile", path.display()))?;
+        extra.push(("profile", Bytes::from(bytes)));
+    }
+    let job = Template {
+        pipeline: pipeline::REMOVE_WATERMARK,
+        steps: pipeline::remove_watermark(&options),
+        extra,
+    };
+    run_items(
+        &pipeline.client,
+        &items,
+        &job,
+        args.jobs,
+        &args.input,
+        &args.output,
+    )
+    .await
+}
+
+/// The stages a one-shot background run starts.
+const BACKGROUND_WORK: &str = "decode,prescale,segment,composite,encode";
+
+/// Runs `remove-background`; exits 1 when any image failed.
+pub(crate) async fn run_background(config: &Config, args: &BackgroundArgs) -> Result<ExitCode> {
+    let options = args.params()?.apply(&config.background_options())?;
+    let items = plan(&args.input, &args.output, |_| None)?;
+    let mut extra = Vec::new();
+    if let Some(path) = &args.bg_image {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read background image {}", path.display()))?;
+        extra.push(("background_input", Bytes::from(bytes)));
+    }
+    let (pipeline, _transport) =
+        crate::embedded::start_all(config, BACKGROUND_WORK, crate::embedded::Blobs::Memory).await?;
+    let job = Template {
+        pipeline: pipeline::REMOVE_BACKGROUND,
+        steps: pipeline::remove_background(&options),
+        extra,
+    };
+    run_items(
+        &pipeline.client,
+        &items,
+        &job,
+        args.jobs,
+        &args.input,
+        &args.output,
+    )
+    .await
+}
+
+/// Runs every item, at most `jobs` at once, with a progress bar and a summary in folder
+/// mode; exits 1 when any image failed.
+async fn run_items(
+    client: &JobClient,
+    items: &[Item],
+    job: &Template,
+    jobs: Option<usize>,
+    input: &Path,
+    output: &Path,
+) -> Result<ExitCode> {
     if items.is_empty() {
-        bail!("no files in {}", args.input.display());
+        bail!("no files in {}", input.display());
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let (pipeline, transport) =
-        crate::embedded::start_all(config, "all", crate::embedded::Blobs::Memory).await?;
-    unmark_plugins::resolve(&transport.plugins.registry, &mut options).await?;
-    let profile = match &args.profile {
-        Some(path) => {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("cannot read profile {}", path.display()))?;
-            unmark_stages::profile::Profile::from_json(&bytes)
-                .with_context(|| format!("{} is not a watermark profile", path.display()))?;
-            Some(Bytes::from(bytes))
-        }
-        None => None,
-    };
-    let client = pipeline.client.clone();
     let folder_mode = items[0].folder_mode;
     let bar = if folder_mode {
         let bar = ProgressBar::new(items.len() as u64);
@@ -184,14 +235,14 @@ pub(crate) async fn run(config: &Config, args: &RemoveArgs) -> Result<ExitCode> 
     let results: Vec<(PathBuf, Result<PathBuf>)> =
         futures_util::stream::iter(items.iter().enumerate())
             .map(|(n, item)| {
-                let (client, options, bar, profile) = (&client, &options, &bar, profile.as_ref());
+                let bar = &bar;
                 async move {
-                    let result = process(client, item, options, profile, n).await;
+                    let result = process(client, item, job, n).await;
                     bar.inc(1);
                     (item.input.clone(), result)
                 }
             })
-            .buffer_unordered(args.jobs.unwrap_or(cores).max(1))
+            .buffer_unordered(jobs.unwrap_or(cores).max(1))
             .collect()
             .await;
     bar.finish_and_clear();
@@ -208,7 +259,7 @@ pub(crate) async fn run(config: &Config, args: &RemoveArgs) -> Result<ExitCode> 
             results.len(),
             results.len() - failed.len(),
             failed.len(),
-            args.output.display()
+            output.display()
         );
     } else if let Some((_, Ok(path))) = results.first() {
         println!("wrote {}", path.display());

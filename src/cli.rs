@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use unmark_schemas::SubmitParams;
+use unmark_schemas::background::{BackgroundMode, BackgroundParams, parse_color};
 use unmark_schemas::params::{Engine, OutputFormat, PluginCall, ReturnKind, WatermarkOptions};
 
 use crate::config::Config;
@@ -56,6 +57,14 @@ enum Command {
     },
     /// Removes the watermark from one image, or from every image in a folder.
     RemoveWatermark(Box<RemoveArgs>),
+    /// Removes the background from one image, or from every image in a folder (ISNet, the
+    /// network of rembg's `isnet-general-use`; install it once with `unmark models import`).
+    RemoveBackground(Box<BackgroundArgs>),
+    /// Imports and checks neural network weights.
+    Models {
+        #[command(subcommand)]
+        command: crate::models::ModelsCommand,
+    },
     /// Learns watermark profiles (the same mark on many images).
     Profile {
         #[command(subcommand)]
@@ -141,6 +150,95 @@ pub(crate) struct RemoveArgs {
     /// unblended; makes --mask optional.
     #[arg(long)]
     pub(crate) profile: Option<PathBuf>,
+}
+
+/// Arguments of `remove-background`.
+#[derive(Debug, Args)]
+pub(crate) struct BackgroundArgs {
+    /// An image file, or a folder of images.
+    pub(crate) input: PathBuf,
+    /// Output file, or output folder in folder mode.
+    #[arg(short, long)]
+    pub(crate) output: PathBuf,
+    /// `rgba` (default: transparent background), `mask` (the alpha only) or `composite`
+    /// (over --bg-color, --bg-image or --bg-blur; white by default).
+    #[arg(long)]
+    pub(crate) mode: Option<String>,
+    /// Background colour: #RRGGBB, #RRGGBBAA or r,g,b,a.
+    #[arg(long)]
+    pub(crate) bg_color: Option<String>,
+    /// Blur the photo's own background by this radius instead of removing it.
+    #[arg(long)]
+    pub(crate) bg_blur: Option<u32>,
+    /// An image to put behind the subject (scaled to cover).
+    #[arg(long)]
+    pub(crate) bg_image: Option<PathBuf>,
+    /// Crop to the subject.
+    #[arg(long)]
+    pub(crate) crop: bool,
+    /// Pixels kept around the subject with --crop.
+    #[arg(long)]
+    pub(crate) crop_margin: Option<u32>,
+    /// Harden the mask (rembg's post_process_mask).
+    #[arg(long)]
+    pub(crate) post_process_mask: bool,
+    /// Refine the edge alpha against the photo (rembg's alpha_matting).
+    #[arg(long)]
+    pub(crate) alpha_matting: bool,
+    /// Alpha matting: sure-foreground threshold (rembg's af, 0-255).
+    #[arg(long)]
+    pub(crate) af: Option<u8>,
+    /// Alpha matting: sure-background threshold (rembg's ab, 0-255).
+    #[arg(long)]
+    pub(crate) ab: Option<u8>,
+    /// Alpha matting: erosion size (rembg's ae).
+    #[arg(long)]
+    pub(crate) ae: Option<u32>,
+    /// Estimate the subject's colours at its edges (no halo of the old background).
+    #[arg(long)]
+    pub(crate) decontaminate: bool,
+    /// Output format: png (default), webp (lossless) or jpeg (flattened onto white).
+    #[arg(long)]
+    pub(crate) format: Option<String>,
+    /// Longest side of the working image the network's input is made from.
+    #[arg(long)]
+    pub(crate) work_max_side: Option<u32>,
+    /// Images processed at once in folder mode (default: one per CPU core).
+    #[arg(long)]
+    pub(crate) jobs: Option<usize>,
+}
+
+impl BackgroundArgs {
+    /// The settings of this run.
+    pub(crate) fn params(&self) -> Result<BackgroundParams> {
+        Ok(BackgroundParams {
+            mode: self
+                .mode
+                .as_deref()
+                .map(BackgroundMode::parse)
+                .transpose()?,
+            bg_color: self
+                .bg_color
+                .as_deref()
+                .map(|c| parse_color("bg-color", c))
+                .transpose()?,
+            bg_blur: self.bg_blur,
+            crop: self.crop.then_some(true),
+            crop_margin: self.crop_margin,
+            post_process_mask: self.post_process_mask.then_some(true),
+            alpha_matting: self.alpha_matting.then_some(true),
+            foreground_threshold: self.af,
+            background_threshold: self.ab,
+            erode_size: self.ae,
+            decontaminate: self.decontaminate.then_some(true),
+            format: self
+                .format
+                .as_deref()
+                .map(OutputFormat::parse)
+                .transpose()?,
+            work_max_side: self.work_max_side,
+        })
+    }
 }
 
 impl RemoveArgs {
@@ -230,6 +328,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::RemoveWatermark(args) => runtime()?.block_on(crate::batch::run(&config, &args)),
+        Command::RemoveBackground(args) => {
+            runtime()?.block_on(crate::batch::run_background(&config, &args))
+        }
+        Command::Models { command } => crate::models::run(&config, command),
         Command::Keys { command } => runtime()?.block_on(crate::keys::run(&config, command)),
         Command::Profile { command } => crate::profile::run(&config, command),
         Command::Plugins { command } => runtime()?.block_on(crate::plugins::run(&config, command)),

@@ -36,6 +36,8 @@ pub(crate) struct Config {
     pub(crate) defaults: Defaults,
     pub(crate) runner: Runner,
     pub(crate) plugins: Plugins,
+    /// `[models]`: the neural networks.
+    pub(crate) models: crate::models::ModelsConfig,
 }
 
 /// `[plugins]`: the WASM sandbox's limits.
@@ -349,6 +351,7 @@ impl Config {
             .validate()
             .context("invalid configuration")?;
         config.check_plugins()?;
+        config.models.validate()?;
         let plans = config.all_plans();
         if !plans.contains_key(&config.server.api_key_plan) {
             anyhow::bail!(
@@ -358,6 +361,15 @@ impl Config {
             );
         }
         Ok(config)
+    }
+
+    /// Default options of a background removal: the same input limits as a watermark
+    /// removal.
+    pub(crate) fn background_options(&self) -> unmark_schemas::background::BackgroundOptions {
+        unmark_schemas::background::BackgroundOptions {
+            decode: self.limits.clone(),
+            ..Default::default()
+        }
     }
 
     /// Default options of a watermark removal.
@@ -397,6 +409,7 @@ impl Config {
             api_key: Some(self.server.api_key.clone()).filter(|k| !k.is_empty()),
             max_body_bytes,
             defaults: options,
+            background: self.background_options(),
             sync_timeout: Duration::from_secs(self.server.sync_timeout_secs),
             plans: self.all_plans(),
             static_key_plan: self.server.api_key_plan.clone(),
@@ -582,6 +595,20 @@ mod tests {
         assert_eq!(
             config.database.max_connections,
             Database::default().max_connections
+        );
+        let (file, default) = (&config.models, crate::models::ModelsConfig::default());
+        assert_eq!(
+            (&file.isnet, &file.device, file.input_side, file.max_batch),
+            (
+                &default.isnet,
+                &default.device,
+                default.input_side,
+                default.max_batch
+            )
+        );
+        assert_eq!(
+            (file.max_queue_delay_ms, file.queue_capacity),
+            (default.max_queue_delay_ms, default.queue_capacity)
         );
     }
 

@@ -15,6 +15,8 @@ use unmark_broker::{
     BlobStore, Broker, InProcessBroker, JetStreamBroker, JetStreamConfig, JobClient,
 };
 use unmark_plugins::{PluginHost, PluginStage};
+use unmark_stages::composite::CompositeStage;
+use unmark_stages::segment::SegmentStage;
 use unmark_stages::{Runner, RunnerConfig, Stage};
 
 use crate::config::Config;
@@ -127,6 +129,8 @@ pub(crate) enum PluginWork {
 pub(crate) struct Selection {
     pub(crate) stages: Vec<Arc<dyn Stage>>,
     pub(crate) plugins: PluginWork,
+    /// Messages the model stage takes at once: enough to fill its batches.
+    pub(crate) model_concurrency: usize,
 }
 
 impl Selection {
@@ -140,42 +144,71 @@ impl Selection {
             }
     }
 }
+/// Every built-in stage name: the watermark pipeline's, then the background pipeline's own.
+pub(crate) fn builtin_names() -> Vec<&'static str> {
+    let mut names = unmark_schemas::pipeline::WATERMARK_STAGES.to_vec();
+    for name in unmark_schemas::pipeline::BACKGROUND_STAGES {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// The built-in stage `name`; `segment` loads (and warms up) its network here, so only a
+/// process that runs it pays for it.
+fn builtin(name: &str, config: &Config) -> Option<Arc<dyn Stage>> {
+    if let Some(stage) = unmark_stages::builtin()
+        .into_iter()
+        .find(|s| s.name() == name)
+    {
+        return Some(stage);
+    }
+    match name {
+        "segment" => Some(Arc::new(SegmentStage::new(crate::models::segment_model(
+            config,
+        )))),
+        "composite" => Some(Arc::new(CompositeStage)),
+        _ => None,
+    }
+}
+
 /// The stages named by `list`: `all` (every built-in stage and every plugin), `none`, or
 /// names separated by commas, where `plugin` means every plugin and `plugin:<name>` one.
-pub(crate) fn select(list: &str) -> Result<Selection> {
-    let all = unmark_stages::builtin();
+pub(crate) fn select(list: &str, config: &Config) -> Result<Selection> {
+    let known = builtin_names();
     let mut selection = Selection {
         stages: Vec::new(),
         plugins: PluginWork::None,
+        // One batch runs while the next one gathers.
+        model_concurrency: 2 * config.models.max_batch,
     };
-    match list.trim() {
+    let names: Vec<&str> = match list.trim() {
         "all" => {
-            selection.stages = all;
             selection.plugins = PluginWork::All;
+            known.clone()
         }
-        "none" | "" => {}
-        names => {
-            for name in names.split(',').map(str::trim) {
-                if name == "plugin" {
-                    selection.plugins = PluginWork::All;
-                } else if let Some(plugin) = name.strip_prefix("plugin:") {
-                    unmark_schemas::params::check_plugin_name(plugin)?;
-                    match &mut selection.plugins {
-                        PluginWork::All => {}
-                        PluginWork::Named(list) => list.push(plugin.to_owned()),
-                        none => *none = PluginWork::Named(vec![plugin.to_owned()]),
-                    }
-                } else {
-                    let stage = all.iter().find(|s| s.name() == name).cloned().with_context(|| {
-                        let known: Vec<_> = all.iter().map(|s| s.name()).collect();
-                        format!(
-                            "unknown stage {name:?}; expected one of {}, plugin or plugin:<name>",
-                            known.join(", ")
-                        )
-                    })?;
-                    selection.stages.push(stage);
-                }
+        "none" | "" => Vec::new(),
+        names => names.split(',').map(str::trim).collect(),
+    };
+    for name in names {
+        if name == "plugin" {
+            selection.plugins = PluginWork::All;
+        } else if let Some(plugin) = name.strip_prefix("plugin:") {
+            unmark_schemas::params::check_plugin_name(plugin)?;
+            match &mut selection.plugins {
+                PluginWork::All => {}
+                PluginWork::Named(list) => list.push(plugin.to_owned()),
+                none => *none = PluginWork::Named(vec![plugin.to_owned()]),
             }
+        } else {
+            let stage = builtin(name, config).with_context(|| {
+                format!(
+                    "unknown stage {name:?}; expected one of {}, plugin or plugin:<name>",
+                    known.join(", ")
+                )
+            })?;
+            selection.stages.push(stage);
         }
     }
     Ok(selection)
@@ -188,12 +221,17 @@ const PLUGIN_POLL: Duration = Duration::from_secs(2);
 /// Starts a runner for each selected stage.
 pub(crate) fn start(t: &Transport, selection: Selection, config: &RunnerConfig) -> Pipeline {
     let (broker, blobs) = (t.broker.clone(), t.blobs.clone());
+    let model_concurrency = selection.model_concurrency;
     let mut runners: Vec<JoinHandle<()>> = selection
         .stages
         .into_iter()
         .map(|stage| {
             let name = stage.name().to_owned();
-            let runner = Runner::new(stage, broker.clone(), blobs.clone(), config.clone());
+            let mut config = config.clone();
+            if name == "segment" {
+                config.concurrency = config.concurrency.max(model_concurrency);
+            }
+            let runner = Runner::new(stage, broker.clone(), blobs.clone(), config);
             tokio::spawn(async move {
                 if let Err(e) = runner.run().await {
                     tracing::error!(stage = name, error = %e, "stage runner stopped");
@@ -240,7 +278,7 @@ pub(crate) async fn start_all(
     place: Blobs,
 ) -> Result<(Pipeline, Transport)> {
     let t = transport(config, place).await?;
-    let selection = select(stages)?;
+    let selection = select(stages, config)?;
     if selection.len() == 0 && t.nats.is_none() {
         bail!("--stages none needs --nats: without a broker nothing would run the stages");
     }

@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod embedded;
 mod keys;
+mod models;
 mod plugins;
 mod profile;
 mod serve;

@@ -96,8 +96,7 @@ pub(crate) async fn serve(config: Config, stages: &str) -> Result<()> {
 /// Keeps the stage backlogs and the jobs in flight current (for metrics and admission
 /// control), once a second.
 async fn refresh_gauges(jobs: Jobs, metrics: Arc<Metrics>) {
-    let builtin = unmark_stages::builtin();
-    let stages: Vec<&str> = builtin.iter().map(|s| s.name()).collect();
+    let stages = crate::embedded::builtin_names();
     loop {
         let mut depths = BTreeMap::new();
         for stage in &stages {
@@ -156,7 +155,7 @@ async fn shutdown() {
 
 /// `unmark worker`: one stage over NATS JetStream until Ctrl-C or SIGTERM.
 pub(crate) async fn worker(config: Config, stage: &str) -> Result<()> {
-    let selection = crate::embedded::select(stage)?;
+    let selection = crate::embedded::select(stage, &config)?;
     if selection.len() != 1 {
         anyhow::bail!(
             "a worker runs exactly one stage (or `plugin`, or `plugin:<name>`), got {stage:?}"

@@ -5,6 +5,7 @@ mod api_jobs;
 mod api_keys;
 mod api_limits;
 mod api_watermark;
+mod background;
 mod cli_batch;
 mod common;
 mod deploy;

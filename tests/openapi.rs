@@ -9,8 +9,15 @@ use crate::procs::python_tool;
 
 #[tokio::test]
 async fn the_openapi_document_describes_the_server() {
-    // Webhook delivery off: generated callback URLs are kept, never called or resolved.
-    let server = Server::start(&[("UNMARK_WEBHOOKS__ENABLED", "false")]);
+    // Webhook delivery off: generated callback URLs are kept, never called or resolved. The
+    // background model is installed (run small, for speed), so that generated requests reach
+    // every stage.
+    let weights = crate::background::weights_file().display().to_string();
+    let server = Server::start(&[
+        ("UNMARK_WEBHOOKS__ENABLED", "false"),
+        ("UNMARK_MODELS__ISNET", &weights),
+        ("UNMARK_MODELS__INPUT_SIDE", "64"),
+    ]);
     let doc: serde_json::Value = reqwest::get(server.url("/api/v1/openapi.json"))
         .await
         .expect("request")
@@ -20,6 +27,8 @@ async fn the_openapi_document_describes_the_server() {
     assert_eq!(doc["openapi"], "3.1.0");
     for path in [
         "/api/v1/remove-watermark",
+        "/api/v1/remove-background",
+        "/api/remove",
         "/api/v1/jobs",
         "/api/v1/jobs/{id}",
         "/api/v1/jobs/{id}/result",

@@ -72,6 +72,9 @@ impl ApiError {
             FailureReason::MaskRequired => (StatusCode::UNPROCESSABLE_ENTITY, "mask-required"),
             FailureReason::PluginFailed => (StatusCode::UNPROCESSABLE_ENTITY, "plugin-failed"),
             FailureReason::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            FailureReason::ModelUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "model-unavailable")
+            }
             _ => return Self::internal(message, request_id),
         };
         Self {

@@ -54,13 +54,13 @@ pub(crate) async fn read_file(
     Ok(buf.freeze())
 }
 
-fn number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, ApiError> {
+pub(crate) fn number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, ApiError> {
     text.trim()
         .parse()
         .map_err(|_| ApiError::bad_request(format!("{name} must be a whole number, got {text:?}")))
 }
 
-fn decimal(name: &str, text: &str) -> Result<f32, ApiError> {
+pub(crate) fn decimal(name: &str, text: &str) -> Result<f32, ApiError> {
     text.trim()
         .parse::<f32>()
         .ok()
@@ -68,7 +68,7 @@ fn decimal(name: &str, text: &str) -> Result<f32, ApiError> {
         .ok_or_else(|| ApiError::bad_request(format!("{name} must be a number, got {text:?}")))
 }
 
-fn boolean(name: &str, text: &str) -> Result<bool, ApiError> {
+pub(crate) fn boolean(name: &str, text: &str) -> Result<bool, ApiError> {
     match text.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
@@ -78,7 +78,7 @@ fn boolean(name: &str, text: &str) -> Result<bool, ApiError> {
     }
 }
 
-fn param(e: ParamError) -> ApiError {
+pub(crate) fn param(e: ParamError) -> ApiError {
     ApiError::bad_request(e.message)
 }
 

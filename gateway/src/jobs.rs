@@ -16,7 +16,7 @@ use unmark_broker::{JobHandle, subjects};
 use unmark_jobs::accounts::Reservation;
 use unmark_jobs::{JobRecord, JobStatus, SubmitError};
 use unmark_schemas::{
-    BlobRef, EventKind, FailureReason, InputRef, JobEvent, JobId, StageTiming, SubmitRequest,
+    BlobRef, EventKind, FailureReason, InputRef, JobEvent, JobId, StageTiming, Step, SubmitRequest,
     pipeline,
 };
 
@@ -50,41 +50,36 @@ pub(crate) fn accepted(id: &str, held: Option<&Reservation>) -> Response {
     response
 }
 
+/// A job ready to be admitted: its pipeline and steps, its input blobs and its cost in
+/// credits.
+pub(crate) struct Admission {
+    pub(crate) pipeline: &'static str,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) inputs: Vec<(&'static str, Bytes)>,
+    pub(crate) callback_url: Option<String>,
+    pub(crate) cost: u32,
+}
+
 /// Checks the callback, admits the caller (load, concurrency, rate, quota) and submits the
 /// job; a credit held for a job that does not start is given back.
-pub(crate) async fn admit_and_submit(
+pub(crate) async fn admit(
     state: &AppState,
     caller: &Caller,
-    job: form::WatermarkForm,
+    job: Admission,
     rid: &Option<String>,
 ) -> Result<(JobId, Option<Reservation>), ApiError> {
-    let mut options = quota::within_plan(caller, job.options);
-    unmark_plugins::resolve(&state.plugins.registry, &mut options)
-        .await
-        .map_err(|e| crate::plugins::job_error(e).with_request_id(rid.clone()))?;
-    let cost = crate::limits::cost(&job.image, options.decode.max_megapixels);
     if let Some(url) = &job.callback_url {
         crate::webhooks::check_destination(url, &state.config.webhooks)
             .await
             .map_err(|why| ApiError::bad_request(why).with_request_id(rid.clone()))?;
     }
-    let mut inputs = vec![("input", job.image)];
-    if let Some(mask) = job.mask {
-        inputs.push(("mask_input", mask));
-    }
-    if let Some(id) = &job.profile {
-        let bytes = crate::profiles::load(state, id)
-            .await
-            .map_err(|e| e.with_request_id(rid.clone()))?;
-        inputs.push(("profile", bytes));
-    }
-    let held = quota::hold(state, caller, cost, rid).await?;
+    let held = quota::hold(state, caller, job.cost, rid).await?;
     let submitted = state
         .jobs
         .submit(
-            pipeline::REMOVE_WATERMARK,
-            pipeline::remove_watermark(&options),
-            inputs,
+            job.pipeline,
+            job.steps,
+            job.inputs,
             job.callback_url.as_deref(),
             quota::owner(caller, &held),
         )
@@ -96,6 +91,39 @@ pub(crate) async fn admit_and_submit(
             Err(submit_error(e, rid.clone()))
         }
     }
+}
+
+/// [`admit`] for a watermark removal: the plan's limits, the plugins resolved, the profile
+/// loaded.
+pub(crate) async fn admit_and_submit(
+    state: &AppState,
+    caller: &Caller,
+    job: form::WatermarkForm,
+    rid: &Option<String>,
+) -> Result<(JobId, Option<Reservation>), ApiError> {
+    let mut options = quota::within_plan(caller, job.options);
+    unmark_plugins::resolve(&state.plugins.registry, &mut options)
+        .await
+        .map_err(|e| crate::plugins::job_error(e).with_request_id(rid.clone()))?;
+    let cost = crate::limits::cost(&job.image, options.decode.max_megapixels);
+    let mut inputs = vec![("input", job.image)];
+    if let Some(mask) = job.mask {
+        inputs.push(("mask_input", mask));
+    }
+    if let Some(id) = &job.profile {
+        let bytes = crate::profiles::load(state, id)
+            .await
+            .map_err(|e| e.with_request_id(rid.clone()))?;
+        inputs.push(("profile", bytes));
+    }
+    let admission = Admission {
+        pipeline: pipeline::REMOVE_WATERMARK,
+        steps: pipeline::remove_watermark(&options),
+        inputs,
+        callback_url: job.callback_url,
+        cost,
+    };
+    admit(state, caller, admission, rid).await
 }
 
 fn merge(into: &mut Value, from: Value) {

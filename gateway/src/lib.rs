@@ -24,6 +24,7 @@
 //! ```
 
 mod auth;
+mod background;
 mod error;
 mod form;
 mod idempotency;
@@ -45,6 +46,7 @@ use axum::Router;
 use axum::http::HeaderMap;
 use unmark_jobs::Jobs;
 use unmark_jobs::accounts::Plan;
+use unmark_schemas::background::BackgroundOptions;
 use unmark_schemas::params::WatermarkOptions;
 
 pub use error::ApiError;
@@ -63,6 +65,8 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Defaults for every request's options, including the decode limits.
     pub defaults: WatermarkOptions,
+    /// Defaults of background removals (the same decode limits).
+    pub background: BackgroundOptions,
     /// How long a synchronous request waits for its job before answering 202 with its id.
     pub sync_timeout: Duration,
     /// The plans keys may have, by name.
@@ -84,6 +88,10 @@ impl Default for GatewayConfig {
             api_key: None,
             // Image and mask at the input limit each, plus room for the form.
             max_body_bytes: 2 * defaults.decode.max_input_bytes as usize + 1024 * 1024,
+            background: BackgroundOptions {
+                decode: defaults.decode.clone(),
+                ..Default::default()
+            },
             defaults,
             sync_timeout: Duration::from_secs(120),
             plans: unmark_jobs::accounts::default_plans(),

@@ -211,6 +211,7 @@ impl Metrics {
             );
             let _ = writeln!(out, "jobs_in_flight {}", m.jobs_in_flight);
         });
+        render_batching(&mut out);
         if let Some(bytes) = resident_bytes() {
             let _ = writeln!(
                 out,
@@ -219,6 +220,70 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+/// The model stages' dynamic batching in this process: batch sizes, time queued, time in
+/// forward passes.
+fn render_batching(out: &mut String) {
+    use unmark_models::batch::BATCH_SIZE_BUCKETS;
+    let models = unmark_stages::segment::batch_stats();
+    let _ = writeln!(
+        out,
+        "# HELP model_batch_size Inputs per forward pass of a model stage.\n\
+         # TYPE model_batch_size histogram"
+    );
+    for (model, s) in &models {
+        for (bound, n) in BATCH_SIZE_BUCKETS.iter().zip(s.size_buckets) {
+            let _ = writeln!(
+                out,
+                "model_batch_size_bucket{{model=\"{model}\",le=\"{bound}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "model_batch_size_bucket{{model=\"{model}\",le=\"+Inf\"}} {}",
+            s.batches
+        );
+        let _ = writeln!(out, "model_batch_size_sum{{model=\"{model}\"}} {}", s.items);
+        let _ = writeln!(
+            out,
+            "model_batch_size_count{{model=\"{model}\"}} {}",
+            s.batches
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP model_queue_delay_seconds Time inputs waited for their forward pass.\n\
+         # TYPE model_queue_delay_seconds summary"
+    );
+    for (model, s) in &models {
+        let _ = writeln!(
+            out,
+            "model_queue_delay_seconds_sum{{model=\"{model}\"}} {}",
+            s.queue_delay_sum
+        );
+        let _ = writeln!(
+            out,
+            "model_queue_delay_seconds_count{{model=\"{model}\"}} {}",
+            s.items
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP model_forward_seconds Time in forward passes.\n# TYPE model_forward_seconds summary"
+    );
+    for (model, s) in &models {
+        let _ = writeln!(
+            out,
+            "model_forward_seconds_sum{{model=\"{model}\"}} {}",
+            s.run_seconds_sum
+        );
+        let _ = writeln!(
+            out,
+            "model_forward_seconds_count{{model=\"{model}\"}} {}",
+            s.batches
+        );
     }
 }
 

@@ -366,8 +366,77 @@ pub(crate) fn document() -> Value {
     if let Some(map) = doc["paths"].as_object_mut() {
         map.extend(plugin_paths());
         map.extend(profile_paths());
+        map.extend(background_paths(&sync));
     }
     doc
+}
+
+/// `/api/v1/remove-background` and rembg's `/api/remove`; `sync` is the answers of a
+/// synchronous job endpoint.
+fn background_paths(sync: &Map<String, Value>) -> Map<String, Value> {
+    let flag = json!({ "type": "string", "enum": ["true", "false"] });
+    let byte = json!({ "type": "integer", "minimum": 0, "maximum": 255 });
+    let colour = json!({ "type": "string", "description": "#RRGGBB, #RRGGBBAA or r,g,b,a" });
+    let form = json!({
+        "type": "object",
+        "required": ["image"],
+        "properties": {
+            "image": { "type": "string", "format": "binary", "description": "PNG, JPEG, WebP, BMP, TIFF or GIF" },
+            "bg_image": { "type": "string", "format": "binary", "description": "an image to put behind the subject (scaled to cover)" },
+            "mode": { "type": "string", "enum": ["rgba", "mask", "composite"], "description": "rgba: transparent background; mask: the alpha only; composite: over bg_color (white by default), bg_image or bg_blur" },
+            "bg_color": colour,
+            "bg_blur": { "type": "integer", "minimum": 0, "maximum": 500, "description": "blur the photo's own background by this radius" },
+            "crop": { "type": "boolean" },
+            "crop_margin": { "type": "integer", "minimum": 0, "maximum": 4096 },
+            "post_process_mask": { "type": "boolean", "description": "rembg's ppm: a hard, clean-edged mask" },
+            "alpha_matting": { "type": "boolean", "description": "refine the edge alpha against the photo (guided filter)" },
+            "foreground_threshold": byte,
+            "background_threshold": byte,
+            "erode_size": { "type": "integer", "minimum": 0, "maximum": 255 },
+            "decontaminate": { "type": "boolean", "description": "estimate the subject's colours at its edges (no halo)" },
+            "format": { "type": "string", "enum": ["png", "webp", "jpeg"], "description": "png by default; webp is lossless; jpeg is flattened onto white" },
+            "work_max_side": { "type": "integer", "minimum": 64, "maximum": 16384 },
+            "callback_url": { "type": "string", "description": "an absolute http(s) URL" }
+        }
+    });
+    let rembg_form = json!({
+        "type": "object",
+        "required": ["file"],
+        "properties": {
+            "file": { "type": "string", "format": "binary" },
+            "model": { "type": "string", "enum": ["isnet-general-use", "dis_custom"] },
+            "a": flag, "af": byte, "ab": byte,
+            "ae": { "type": "integer", "minimum": 0, "maximum": 255 },
+            "om": flag, "ppm": flag, "dc": flag,
+            "vm": { "type": "string", "enum": ["false"], "description": "edge refinement with a matting network is not available" },
+            "bgc": colour,
+            "extras": { "type": "string", "description": "JSON, accepted and ignored" }
+        }
+    });
+    let query = |name: &str, schema: &Value| json!({ "name": name, "in": "query", "required": false, "schema": schema });
+    let mut answers = sync.clone();
+    answers.insert(
+        "503".into(),
+        problem("the service is busy for this plan, or the background model is not installed"),
+    );
+    let json = json!({
+        "/api/v1/remove-background": { "post": {
+            "summary": "remove the background (ISNet) and wait for the image",
+            "parameters": [idempotency_header()],
+            "requestBody": { "required": true, "content": { "multipart/form-data": { "schema": form } } },
+            "responses": answers.clone()
+        }},
+        "/api/remove": { "post": {
+            "summary": "rembg's API: remove the background of `file`; options as form fields or query parameters",
+            "parameters": [query("bgc", &colour), query("extras", &json!({ "type": "string" }))],
+            "requestBody": { "required": true, "content": { "multipart/form-data": { "schema": rembg_form } } },
+            "responses": answers
+        }}
+    });
+    match json {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
 }
 
 /// `/api/v1/watermark-profiles...`.

