@@ -25,6 +25,9 @@ if [ "$mode" = "--test" ]; then
     [ -f /usr/lib/wasm32-wasi/libc.a ] || need_apt+=(wasi-libc)
     ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 \
         || need_apt+=(libclang-rt-dev-wasm32)
+    # The wgpu backend test: the Vulkan loader and Mesa's software Vulkan device (lavapipe).
+    ls /usr/lib/*/libvulkan.so.1 >/dev/null 2>&1 || need_apt+=(libvulkan1)
+    ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
 fi
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -479,3 +479,33 @@ fn cli_imports_checks_and_removes_backgrounds() {
     let rocket = common::read_raster(&outdir.join("rocket.png"));
     assert_eq!(rocket.channels, 3, "composite over white is opaque");
 }
+
+/// The wgpu backend on this machine's Vulkan device (Mesa's lavapipe in CI, a software
+/// rasteriser: one 1024x1024 pass takes minutes there, so the input is small) against the
+/// CPU backend, on the same weights and input.
+#[cfg(feature = "wgpu")]
+#[test]
+fn the_wgpu_backend_agrees_with_the_cpu_backend() {
+    let side = 64;
+    let weights = Weights::open(weights_file()).expect("weights");
+    let gpu_device = Backend::Wgpu
+        .device()
+        .expect("a Vulkan device (Debian: mesa-vulkan-drivers gives lavapipe)");
+    let gpu = Segmenter::from_weights(&weights, gpu_device)
+        .expect("isnet on wgpu")
+        .with_input_side(side);
+    let cpu = segmenter(side);
+    let raster = common::read_raster(&photo("chelsea"));
+    let input = unmark_models::preprocess::normalize(&raster.data, raster.size(), side)
+        .expect("input");
+    let on_cpu = cpu.predict(std::slice::from_ref(&input)).expect("cpu").remove(0);
+    let on_gpu = gpu.predict(&[input]).expect("wgpu").remove(0);
+    let max_diff = on_cpu
+        .iter()
+        .zip(&on_gpu)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    println!("wgpu vs cpu at {side}x{side}: max |difference| {max_diff:.2e}");
+    assert!(max_diff <= 1e-3, "max abs difference {max_diff}");
+    assert!(iou(&on_cpu, &on_gpu, 0.5) >= 0.99);
+}
