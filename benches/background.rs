@@ -89,7 +89,8 @@ fn onnxruntime(photos: &[PathBuf], threads: usize, repeat: usize) -> (Vec<(f64, 
 }
 
 fn main() {
-    let (mut threads, mut repeat) = (rayon::current_num_threads(), 2usize);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (mut threads, mut repeat) = (cores, 2usize);
     let mut sizes = vec![512u32, 1024, 2048];
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {

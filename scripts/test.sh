@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 . scripts/isnet.sh
 started=$(date +%s)
-cargo test --workspace --locked
-cargo clippy --workspace --all-targets --locked -- -D warnings
+# The wgpu backend is built for the tests (its test runs on Mesa's lavapipe); the release build
+# of scripts/run.sh leaves it out. One feature set for tests and clippy: nothing builds twice.
+features="unmark/wgpu"
+# lavapipe is a software rasteriser: tune cubecl's kernels minimally, not exhaustively.
+export CUBECL_AUTOTUNE_LEVEL=minimal
+cargo test --workspace --locked --features "$features"
+cargo clippy --workspace --all-targets --locked --features "$features" -- -D warnings
 echo "scripts/test.sh: all green in $(( $(date +%s) - started )) s (after setup)"

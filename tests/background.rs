@@ -127,7 +127,7 @@ fn isnet_on_burn_matches_onnxruntime_on_dev_photos() {
             .expect("mask")
             .remove(0);
         let rembg =
-            decode_bytes(&std::fs::read(dir.join(format!("{name}.mask.png"))).expect("test value"));
+            decode_bytes(&std::fs::read(dir.join(format!("{name}.mask.png"))).expect("test setup"));
         assert_eq!(rembg.size(), raster.size());
         let rembg = first_channel(&rembg);
         let overlap = iou(&mask, &rembg, 127);
@@ -198,7 +198,7 @@ fn queued_requests_are_served_by_one_forward_pass() {
             .zip(&b.data)
             .map(|(&x, &y)| x.abs_diff(y))
             .max()
-            .expect("test value");
+            .expect("test setup");
         assert!(
             worst <= 1,
             "{name}: batched result differs by {worst} levels"
@@ -335,7 +335,7 @@ async fn remove_background_over_http_both_endpoints() {
     assert!(
         body["detail"]
             .as_str()
-            .expect("test value")
+            .expect("test setup")
             .contains("isnet-general-use"),
         "{body}"
     );
@@ -352,7 +352,7 @@ async fn remove_background_over_http_both_endpoints() {
     assert!(
         body["detail"]
             .as_str()
-            .expect("test value")
+            .expect("test setup")
             .contains("bg_color"),
         "{body}"
     );
@@ -369,7 +369,7 @@ async fn remove_background_over_http_both_endpoints() {
     assert!(
         body["detail"]
             .as_str()
-            .expect("test value")
+            .expect("test setup")
             .contains("#RRGGBB"),
         "{body}"
     );
@@ -386,7 +386,7 @@ async fn remove_background_over_http_both_endpoints() {
     assert!(
         body["detail"]
             .as_str()
-            .expect("test value")
+            .expect("test setup")
             .contains("expected PNG"),
         "{body}"
     );
@@ -409,7 +409,7 @@ async fn without_weights_background_removal_is_unavailable_not_broken() {
     assert!(
         body["detail"]
             .as_str()
-            .expect("test value")
+            .expect("test setup")
             .contains("unmark models import"),
         "{body}"
     );
@@ -420,56 +420,56 @@ async fn without_weights_background_removal_is_unavailable_not_broken() {
     assert_eq!(health.status(), 200);
 }
 
+/// `unmark remove-background INPUT -o OUTPUT FLAGS` with the test weights at 512 px.
+fn remove_background(input: &Path, output: &Path, flags: &[&str]) -> std::process::Output {
+    let weights = weights_file().display().to_string();
+    succeed(
+        unmark()
+            .arg("remove-background")
+            .arg(input)
+            .arg("-o")
+            .arg(output)
+            .args(flags)
+            .env("UNMARK_MODELS__ISNET", weights)
+            .env("UNMARK_MODELS__INPUT_SIDE", "512"),
+    )
+}
+
 #[test]
 fn cli_imports_checks_and_removes_backgrounds() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let weights = weights_file().display().to_string();
 
     // A damaged model is refused with what is wrong.
     let onnx = dir.path().join("cut.onnx");
     let (full, _) = unmark_models::import::read_source(&resources()).expect("join");
-    std::fs::write(&onnx, &full[..full.len() / 2]).expect("test value");
+    std::fs::write(&onnx, &full[..full.len() / 2]).expect("test setup");
     let out = unmark()
         .args(["models", "import", "isnet"])
         .arg(&onnx)
         .arg("-o")
         .arg(dir.path().join("x.umw"))
         .output()
-        .expect("test value");
+        .expect("test setup");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("truncated"), "{err}");
 
     // One file, and a folder with a summary.
     let one = dir.path().join("cat.png");
-    succeed(
-        unmark()
-            .args(["remove-background"])
-            .arg(photo("chelsea"))
-            .arg("-o")
-            .arg(&one)
-            .args(["--crop", "--decontaminate"])
-            .env("UNMARK_MODELS__ISNET", &weights)
-            .env("UNMARK_MODELS__INPUT_SIDE", "512"),
-    );
+    remove_background(&photo("chelsea"), &one, &["--crop", "--decontaminate"]);
     let cut = common::read_raster(&one);
     assert_eq!(cut.channels, 4);
     assert!(cut.width <= 512 && cut.height <= 341);
     let photos = dir.path().join("in");
-    std::fs::create_dir(&photos).expect("test value");
+    std::fs::create_dir(&photos).expect("test setup");
     for name in ["rocket", "coffee"] {
-        std::fs::copy(photo(name), photos.join(format!("{name}.jpg"))).expect("test value");
+        std::fs::copy(photo(name), photos.join(format!("{name}.jpg"))).expect("test setup");
     }
     let outdir = dir.path().join("out");
-    let out = succeed(
-        unmark()
-            .args(["remove-background"])
-            .arg(&photos)
-            .arg("-o")
-            .arg(&outdir)
-            .args(["--mode", "composite", "--bg-color", "#ffffff"])
-            .env("UNMARK_MODELS__ISNET", &weights)
-            .env("UNMARK_MODELS__INPUT_SIDE", "512"),
+    let out = remove_background(
+        &photos,
+        &outdir,
+        &["--mode", "composite", "--bg-color", "#ffffff"],
     );
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -486,7 +486,7 @@ fn cli_imports_checks_and_removes_backgrounds() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn the_wgpu_backend_agrees_with_the_cpu_backend() {
-    let side = 64;
+    let side = 128;
     let weights = Weights::open(weights_file()).expect("weights");
     let gpu_device = Backend::Wgpu
         .device()
@@ -507,5 +507,10 @@ fn the_wgpu_backend_agrees_with_the_cpu_backend() {
         .fold(0.0f32, f32::max);
     println!("wgpu vs cpu at {side}x{side}: max |difference| {max_diff:.2e}");
     assert!(max_diff <= 1e-3, "max abs difference {max_diff}");
-    assert!(iou(&on_cpu, &on_gpu, 0.5) >= 0.99);
+    // At this size the probabilities need not reach 0.5: split at the middle of their range.
+    let (lo, hi) = on_cpu
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    assert!(hi - lo > 0.1, "a flat map ({lo}..{hi}) would prove nothing");
+    assert!(iou(&on_cpu, &on_gpu, (lo + hi) / 2.0) >= 0.99);
 }

@@ -28,12 +28,12 @@ fn documents(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// The built-in stages, each scaled on its own consumer.
+/// The built-in stages of both pipelines, each scaled on its own consumer.
 fn builtin_stages() -> BTreeSet<String> {
-    unmark_stages::builtin()
+    let pipelines = unmark_schemas::pipeline::WATERMARK_STAGES
         .iter()
-        .map(|s| s.name().to_owned())
-        .collect()
+        .chain(&unmark_schemas::pipeline::BACKGROUND_STAGES);
+    pipelines.map(|s| (*s).to_owned()).collect()
 }
 
 /// Every worker a deployment runs: the built-in stages and the generic plugin worker.

@@ -233,7 +233,7 @@ mod tests {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let seen = sizes.clone();
         let batcher = Batcher::spawn("square", config, move |xs: Vec<u64>| {
-            seen.lock().expect("test value").push(xs.len());
+            seen.lock().expect("valid test input").push(xs.len());
             Ok(xs.iter().map(|x| x * x).collect())
         });
         // Four callers at once: the batch fills up to max_batch, so the pass runs without
@@ -244,16 +244,16 @@ mod tests {
                 let (b, gate) = (batcher.clone(), gate.clone());
                 std::thread::spawn(move || {
                     gate.wait();
-                    b.submit(x).expect("test value")
+                    b.submit(x).expect("valid test input")
                 })
             })
             .collect();
         let answers: Vec<u64> = handles
             .into_iter()
-            .map(|h| h.join().expect("test value"))
+            .map(|h| h.join().expect("valid test input"))
             .collect();
         assert_eq!(answers, vec![1, 4, 9, 16]);
-        assert_eq!(*sizes.lock().expect("test value"), vec![4]);
+        assert_eq!(*sizes.lock().expect("valid test input"), vec![4]);
         let stats = batcher.stats();
         assert_eq!((stats.batches, stats.items, stats.max_seen), (1, 4, 4));
         assert_eq!(stats.size_buckets, [0, 0, 1, 1, 1, 1]);

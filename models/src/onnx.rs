@@ -442,11 +442,11 @@ mod tests {
         graph.extend(field(5, &tensor("b", &[1], FLOAT, &f32_raw)));
         let model = field(7, &graph);
 
-        let g = OnnxGraph::parse(&model).expect("test value");
+        let g = OnnxGraph::parse(&model).expect("valid test input");
         assert_eq!(g.nodes[0].op_type, "Conv");
         assert_eq!(g.nodes[0].ints("dilations", &[1, 1]), vec![2, 2]);
-        assert_eq!(g.tensor("w").expect("test value").data, vec![1.5, -2.0]);
-        assert_eq!(g.tensor("b").expect("test value").dims, vec![1]);
+        assert_eq!(g.tensor("w").expect("valid test input").data, vec![1.5, -2.0]);
+        assert_eq!(g.tensor("b").expect("valid test input").dims, vec![1]);
     }
 
     #[test]

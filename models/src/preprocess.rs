@@ -92,7 +92,7 @@ mod tests {
     fn normalisation_divides_by_the_image_maximum() {
         // A flat image of value 100 everywhere: max is 100, so every value becomes 1 - mean.
         let rgb = vec![100u8; 8 * 6 * 3];
-        let t = normalize(&rgb, (8, 6), 4).expect("test value");
+        let t = normalize(&rgb, (8, 6), 4).expect("valid test input");
         assert_eq!(t.len(), 3 * 16);
         assert!((t[0] - (1.0 - MEAN[0])).abs() < 1e-6);
         assert!((t[16] - (1.0 - MEAN[1])).abs() < 1e-6);
@@ -108,11 +108,11 @@ mod tests {
     #[test]
     fn masks_are_min_max_scaled_and_truncated() {
         let pred = [0.2f32, 0.4, 0.6, 1.0];
-        let m = mask_from_prediction(&pred, 2, (2, 2)).expect("test value");
+        let m = mask_from_prediction(&pred, 2, (2, 2)).expect("valid test input");
         // (0.4 - 0.2) / 0.8 * 255 = 63.75 -> 63 (truncated, like numpy's astype).
         assert_eq!(m, vec![0, 63, 127, 255]);
         assert_eq!(
-            mask_from_prediction(&[0.5; 4], 2, (2, 2)).expect("test value"),
+            mask_from_prediction(&[0.5; 4], 2, (2, 2)).expect("valid test input"),
             vec![0; 4]
         );
     }

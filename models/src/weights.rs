@@ -223,17 +223,17 @@ mod tests {
 
     #[test]
     fn round_trip_and_checked_take() {
-        let dir = tempfile::tempdir().expect("test value");
+        let dir = tempfile::tempdir().expect("valid test input");
         let path = dir.path().join("toy.umw");
-        sample().save(&path).expect("test value");
-        let w = Weights::open(&path).expect("test value");
+        sample().save(&path).expect("valid test input");
+        let w = Weights::open(&path).expect("valid test input");
         assert_eq!(w.header.model, "toy");
         let err = w
             .take("a.weight", &[1, 2])
             .expect_err("must fail")
             .to_string();
         assert!(err.contains("[2, 1]") && err.contains("[1, 2]"), "{err}");
-        assert_eq!(w.take("a.bias", &[2]).expect("test value"), vec![0.5, -0.5]);
+        assert_eq!(w.take("a.bias", &[2]).expect("valid test input"), vec![0.5, -0.5]);
         assert!(
             w.take("b.weight", &[1])
                 .expect_err("must fail")
@@ -245,10 +245,10 @@ mod tests {
 
     #[test]
     fn truncated_and_foreign_files_are_named() {
-        let dir = tempfile::tempdir().expect("test value");
+        let dir = tempfile::tempdir().expect("valid test input");
         let path = dir.path().join("toy.umw");
-        sample().save(&path).expect("test value");
-        let bytes = std::fs::read(&path).expect("test value");
+        sample().save(&path).expect("valid test input");
+        let bytes = std::fs::read(&path).expect("valid test input");
         let err = Weights::from_bytes(&bytes[..bytes.len() - 3])
             .expect_err("must fail")
             .to_string();

@@ -286,19 +286,19 @@ mod tests {
     #[test]
     fn colours_in_every_accepted_form() {
         assert_eq!(
-            parse_color("bg_color", "#ff8000").expect("test value"),
+            parse_color("bg_color", "#ff8000").expect("valid test input"),
             [255, 128, 0, 255]
         );
         assert_eq!(
-            parse_color("bg_color", "FF800080").expect("test value"),
+            parse_color("bg_color", "FF800080").expect("valid test input"),
             [255, 128, 0, 128]
         );
         assert_eq!(
-            parse_color("bgc", "255, 0, 0, 100").expect("test value"),
+            parse_color("bgc", "255, 0, 0, 100").expect("valid test input"),
             [255, 0, 0, 100]
         );
         assert_eq!(
-            parse_color("bgc", "[1,2,3]").expect("test value"),
+            parse_color("bgc", "[1,2,3]").expect("valid test input"),
             [1, 2, 3, 255]
         );
         let err = parse_color("bg_color", "red").expect_err("must fail");
@@ -317,7 +317,7 @@ mod tests {
             erode_size: Some(4),
             ..Default::default()
         };
-        let o = p.apply(&BackgroundOptions::default()).expect("test value");
+        let o = p.apply(&BackgroundOptions::default()).expect("valid test input");
         assert_eq!(o.composite.mode, BackgroundMode::Composite);
         assert_eq!(o.composite.bg_color, Some([1, 2, 3, 255]));
         assert_eq!(o.composite.erode_size, 4);

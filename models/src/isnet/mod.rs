@@ -194,7 +194,7 @@ mod tests {
         let f = layout
             .iter()
             .find(|c| c.path == "stage5.rebnconv4")
-            .expect("test value");
+            .expect("valid test input");
         assert_eq!((f.dilation, f.input, f.output), (8, 256, 256));
         let params: usize = layout
             .iter()
@@ -211,7 +211,7 @@ mod tests {
         let x = Tensor::<4>::ones([2, 3, 45, 37], &device);
         let y = net.forward(x);
         assert_eq!(y.dims(), [2, 1, 45, 37]);
-        let values = y.into_data().try_to_vec::<f32>().expect("test value");
+        let values = y.into_data().try_to_vec::<f32>().expect("valid test input");
         assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
     }
 }

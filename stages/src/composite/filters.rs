@@ -16,6 +16,15 @@ pub struct Plane {
 }
 
 impl Plane {
+    /// A plane of `f(x, y)` at every pixel.
+    pub fn from_fn(width: usize, height: usize, f: impl Fn(usize, usize) -> f32) -> Self {
+        let data = (0..height)
+            .flat_map(|y| (0..width).map(move |x| (x, y)))
+            .map(|(x, y)| f(x, y))
+            .collect();
+        Self::new(width, height, data)
+    }
+
     /// A plane from samples.
     pub fn new(width: usize, height: usize, data: Vec<f32>) -> Self {
         debug_assert_eq!(data.len(), width * height);
@@ -170,11 +179,7 @@ mod tests {
     use super::*;
 
     fn plane(w: usize, h: usize, f: impl Fn(usize, usize) -> f32) -> Plane {
-        let data = (0..h)
-            .flat_map(|y| (0..w).map(move |x| (x, y)))
-            .map(|(x, y)| f(x, y))
-            .collect();
-        Plane::new(w, h, data)
+        Plane::from_fn(w, h, f)
     }
 
     #[test]

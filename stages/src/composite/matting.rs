@@ -169,11 +169,7 @@ mod tests {
     use super::*;
 
     fn plane(w: usize, h: usize, f: impl Fn(usize, usize) -> f32) -> Plane {
-        let data = (0..h)
-            .flat_map(|y| (0..w).map(move |x| (x, y)))
-            .map(|(x, y)| f(x, y))
-            .collect();
-        Plane::new(w, h, data)
+        Plane::from_fn(w, h, f)
     }
 
     #[test]
@@ -229,33 +225,15 @@ mod tests {
     fn foreground_estimation_removes_the_old_background_from_edges() {
         // Red subject (left) over a green background; the edge pixels are a 50/50 mix.
         let (w, h) = (60, 30);
-        let alpha = plane(w, h, |x, _| {
-            if x < 29 {
-                1.0
-            } else if x == 29 {
-                0.5
-            } else {
-                0.0
-            }
-        });
-        let red = plane(w, h, |x, _| {
-            if x < 29 {
-                1.0
-            } else if x == 29 {
-                0.5
-            } else {
-                0.0
-            }
-        });
-        let green = plane(w, h, |x, _| {
-            if x < 29 {
-                0.0
-            } else if x == 29 {
-                0.5
-            } else {
-                1.0
-            }
-        });
+        // left of the edge, on it, right of it
+        let step = |l: f32, r: f32| {
+            plane(w, h, move |x, _| match x {
+                0..29 => l,
+                29 => 0.5,
+                _ => r,
+            })
+        };
+        let (alpha, red, green) = (step(1.0, 0.0), step(1.0, 0.0), step(0.0, 1.0));
         let blue = plane(w, h, |_, _| 0.0);
         let fg = estimate_foreground(&[red, green, blue], &alpha);
         let edge = 15 * w + 29;

@@ -34,7 +34,7 @@ fn alpha() -> Raster {
 
 #[test]
 fn rgba_keeps_colours_and_takes_the_scaled_alpha() {
-    let out = composite(&photo(), &alpha(), None, &CompositeParams::default()).expect("test value");
+    let out = composite(&photo(), &alpha(), None, &CompositeParams::default()).expect("valid test input");
     assert_eq!((out.width, out.height, out.channels), (20, 10, 4));
     assert_eq!(out.pixel(2, 5), [200, 0, 0, 255]);
     assert_eq!(out.pixel(17, 5)[3], 0);
@@ -48,7 +48,7 @@ fn mask_mode_returns_one_channel_and_crop_cuts_to_the_subject() {
         crop_margin: 1,
         ..Default::default()
     };
-    let out = composite(&photo(), &alpha(), None, &p).expect("test value");
+    let out = composite(&photo(), &alpha(), None, &p).expect("valid test input");
     assert_eq!(out.channels, 1);
     // The subject ends at x = 10 (Lanczos rings faintly past it); the box covers it plus the
     // margin.
@@ -62,7 +62,7 @@ fn colour_backgrounds_are_opaque_rgb_or_translucent_rgba() {
         bg_color: Some([0, 255, 0, 255]),
         ..Default::default()
     };
-    let out = composite(&photo(), &alpha(), None, &p).expect("test value");
+    let out = composite(&photo(), &alpha(), None, &p).expect("valid test input");
     assert_eq!(out.channels, 3);
     assert_eq!(out.pixel(17, 5), [0, 255, 0]);
     assert_eq!(out.pixel(2, 5), [200, 0, 0]);
@@ -70,7 +70,7 @@ fn colour_backgrounds_are_opaque_rgb_or_translucent_rgba() {
         bg_color: Some([0, 255, 0, 128]),
         ..Default::default()
     };
-    let out = composite(&photo(), &alpha(), None, &p).expect("test value");
+    let out = composite(&photo(), &alpha(), None, &p).expect("valid test input");
     assert_eq!(out.channels, 4);
     assert_eq!(out.pixel(17, 5), [0, 255, 0, 128]);
 }
@@ -79,13 +79,13 @@ fn colour_backgrounds_are_opaque_rgb_or_translucent_rgba() {
 fn background_images_cover_and_blur_keeps_the_subject_out() {
     let bg = Raster::filled(7, 3, 3, 90);
     let out =
-        composite(&photo(), &alpha(), Some(&bg), &CompositeParams::default()).expect("test value");
+        composite(&photo(), &alpha(), Some(&bg), &CompositeParams::default()).expect("valid test input");
     assert_eq!(out.pixel(17, 5), [90, 90, 90]);
     let p = CompositeParams {
         bg_blur: 6,
         ..Default::default()
     };
-    let out = composite(&photo(), &alpha(), None, &p).expect("test value");
+    let out = composite(&photo(), &alpha(), None, &p).expect("valid test input");
     // The blurred background is made of background pixels only: blue, no red from the
     // subject next to it.
     let px = out.pixel(12, 5);
