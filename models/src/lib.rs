@@ -235,7 +235,10 @@ mod tests {
 
     #[test]
     fn backends_parse_and_missing_ones_are_named() {
-        assert_eq!(Backend::parse("cpu").expect("valid test input"), Backend::Cpu);
+        assert_eq!(
+            Backend::parse("cpu").expect("valid test input"),
+            Backend::Cpu
+        );
         assert!(
             Backend::parse("tpu")
                 .expect_err("must fail")

@@ -445,7 +445,10 @@ mod tests {
         let g = OnnxGraph::parse(&model).expect("valid test input");
         assert_eq!(g.nodes[0].op_type, "Conv");
         assert_eq!(g.nodes[0].ints("dilations", &[1, 1]), vec![2, 2]);
-        assert_eq!(g.tensor("w").expect("valid test input").data, vec![1.5, -2.0]);
+        assert_eq!(
+            g.tensor("w").expect("valid test input").data,
+            vec![1.5, -2.0]
+        );
         assert_eq!(g.tensor("b").expect("valid test input").dims, vec![1]);
     }
 

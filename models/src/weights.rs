@@ -233,7 +233,10 @@ mod tests {
             .expect_err("must fail")
             .to_string();
         assert!(err.contains("[2, 1]") && err.contains("[1, 2]"), "{err}");
-        assert_eq!(w.take("a.bias", &[2]).expect("valid test input"), vec![0.5, -0.5]);
+        assert_eq!(
+            w.take("a.bias", &[2]).expect("valid test input"),
+            vec![0.5, -0.5]
+        );
         assert!(
             w.take("b.weight", &[1])
                 .expect_err("must fail")

@@ -317,7 +317,9 @@ mod tests {
             erode_size: Some(4),
             ..Default::default()
         };
-        let o = p.apply(&BackgroundOptions::default()).expect("valid test input");
+        let o = p
+            .apply(&BackgroundOptions::default())
+            .expect("valid test input");
         assert_eq!(o.composite.mode, BackgroundMode::Composite);
         assert_eq!(o.composite.bg_color, Some([1, 2, 3, 255]));
         assert_eq!(o.composite.erode_size, 4);

@@ -34,7 +34,8 @@ fn alpha() -> Raster {
 
 #[test]
 fn rgba_keeps_colours_and_takes_the_scaled_alpha() {
-    let out = composite(&photo(), &alpha(), None, &CompositeParams::default()).expect("valid test input");
+    let out =
+        composite(&photo(), &alpha(), None, &CompositeParams::default()).expect("valid test input");
     assert_eq!((out.width, out.height, out.channels), (20, 10, 4));
     assert_eq!(out.pixel(2, 5), [200, 0, 0, 255]);
     assert_eq!(out.pixel(17, 5)[3], 0);
@@ -78,8 +79,8 @@ fn colour_backgrounds_are_opaque_rgb_or_translucent_rgba() {
 #[test]
 fn background_images_cover_and_blur_keeps_the_subject_out() {
     let bg = Raster::filled(7, 3, 3, 90);
-    let out =
-        composite(&photo(), &alpha(), Some(&bg), &CompositeParams::default()).expect("valid test input");
+    let out = composite(&photo(), &alpha(), Some(&bg), &CompositeParams::default())
+        .expect("valid test input");
     assert_eq!(out.pixel(17, 5), [90, 90, 90]);
     let p = CompositeParams {
         bg_blur: 6,
