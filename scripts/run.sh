@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 . scripts/isnet.sh
 cargo build --release --locked --bin unmark
+unmark="${CARGO_TARGET_DIR:-target}/release/unmark"
 # Background removal's network, converted once into the data dir.
-target/release/unmark models import isnet "$UNMARK_ISNET_RESOURCES" --if-missing
+"$unmark" models import isnet "$UNMARK_ISNET_RESOURCES" --if-missing
 if [ $# -eq 0 ]; then
     set -- serve
 fi
-exec target/release/unmark "$@"
+exec "$unmark" "$@"
