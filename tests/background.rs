@@ -284,6 +284,20 @@ fn first_channel(r: &unmark_stages::Raster) -> Vec<u8> {
         .collect()
 }
 
+/// Posts `form` to `path` and checks the answer is a problem with `status` whose detail
+/// says `says`.
+async fn refused(
+    server: &Server,
+    path: &str,
+    form: reqwest::multipart::Form,
+    status: u16,
+    says: &str,
+) {
+    let body = common::problem(post(server, path, form).await, status).await;
+    let detail = body["detail"].as_str().expect("a detail");
+    assert!(detail.contains(says), "{body}");
+}
+
 #[tokio::test]
 async fn remove_background_over_http_both_endpoints() {
     let server = background_server();
@@ -351,97 +365,52 @@ async fn remove_background_over_http_both_endpoints() {
     }
 
     // Errors are named.
-    let body = common::problem(
-        post(
-            &server,
-            "/api/remove",
-            file_form("file", bytes.clone(), &[("model", "u2net")]),
-        )
-        .await,
+    refused(
+        &server,
+        "/api/remove",
+        file_form("file", bytes.clone(), &[("model", "u2net")]),
         400,
+        "isnet-general-use",
     )
     .await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .expect("test setup")
-            .contains("isnet-general-use"),
-        "{body}"
-    );
-    let body = common::problem(
-        post(
-            &server,
-            "/api/v1/remove-background",
-            file_form("image", bytes.clone(), &[("bg_colour", "#fff")]),
-        )
-        .await,
+    refused(
+        &server,
+        "/api/v1/remove-background",
+        file_form("image", bytes.clone(), &[("bg_colour", "#fff")]),
         400,
+        "bg_color",
     )
     .await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .expect("test setup")
-            .contains("bg_color"),
-        "{body}"
-    );
-    let body = common::problem(
-        post(
-            &server,
-            "/api/v1/remove-background",
-            file_form("image", bytes.clone(), &[("bg_color", "green")]),
-        )
-        .await,
+    refused(
+        &server,
+        "/api/v1/remove-background",
+        file_form("image", bytes.clone(), &[("bg_color", "green")]),
         400,
+        "#RRGGBB",
     )
     .await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .expect("test setup")
-            .contains("#RRGGBB"),
-        "{body}"
-    );
-    let body = common::problem(
-        post(
-            &server,
-            "/api/v1/remove-background",
-            file_form("image", b"not an image".to_vec(), &[]),
-        )
-        .await,
+    refused(
+        &server,
+        "/api/v1/remove-background",
+        file_form("image", b"not an image".to_vec(), &[]),
         415,
+        "expected PNG",
     )
     .await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .expect("test setup")
-            .contains("expected PNG"),
-        "{body}"
-    );
 }
 
 #[tokio::test]
 async fn without_weights_background_removal_is_unavailable_not_broken() {
     let server = Server::start(&[]);
     let bytes = std::fs::read(photo("coffee")).expect("photo");
-    let body = common::problem(
-        post(
-            &server,
-            "/api/v1/remove-background",
-            file_form("image", bytes, &[]),
-        )
-        .await,
+    refused(
+        &server,
+        "/api/v1/remove-background",
+        file_form("image", bytes, &[]),
         503,
+        "unmark models import",
     )
     .await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .expect("test setup")
-            .contains("unmark models import"),
-        "{body}"
-    );
     // The watermark pipeline is unaffected.
     let health = reqwest::get(server.url("/api/v1/health"))
         .await

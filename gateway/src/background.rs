@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Extension, Multipart, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use unmark_schemas::background::{BackgroundMode, BackgroundParams, parse_color};
@@ -39,16 +39,7 @@ async fn read_parts(
     body_limit: usize,
     expected: &str,
 ) -> Result<Parts, ApiError> {
-    let mut multipart = multipart.map_err(|e| {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "not-multipart",
-            format!(
-                "expected a multipart/form-data body with {expected}: {}",
-                e.body_text()
-            ),
-        )
-    })?;
+    let mut multipart = multipart.map_err(|e| crate::form::not_multipart(e, expected))?;
     let mut parts = Parts {
         files: BTreeMap::new(),
         texts: Vec::new(),

@@ -1,7 +1,7 @@
 //! The multipart form of `POST /api/v1/remove-watermark`.
 
 use axum::extract::Multipart;
-use axum::extract::multipart::{Field, MultipartError};
+use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::http::StatusCode;
 use bytes::{Bytes, BytesMut};
 use unmark_schemas::params::{Engine, OutputFormat, PluginCall, ReturnKind, WatermarkOptions};
@@ -21,6 +21,18 @@ pub(crate) struct WatermarkForm {
     pub(crate) callback_url: Option<String>,
     /// A watermark profile's id: the mark to find and unblend.
     pub(crate) profile: Option<String>,
+}
+
+/// A body that is not multipart: 415, naming the `expected` parts.
+pub(crate) fn not_multipart(e: MultipartRejection, expected: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "not-multipart",
+        format!(
+            "expected a multipart/form-data body with {expected}: {}",
+            e.body_text()
+        ),
+    )
 }
 
 pub(crate) fn multipart_error(e: MultipartError, limit: usize) -> ApiError {

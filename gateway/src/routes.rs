@@ -148,17 +148,8 @@ async fn remove_watermark(
 ) -> Result<Response, ApiError> {
     let rid = request_id(&headers);
     let started = Instant::now();
-    let multipart = multipart.map_err(|e| {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "not-multipart",
-            format!(
-                "expected a multipart/form-data body with an \"image\" part: {}",
-                e.body_text()
-            ),
-        )
-        .with_request_id(rid.clone())
-    })?;
+    let multipart = multipart
+        .map_err(|e| form::not_multipart(e, "an \"image\" part").with_request_id(rid.clone()))?;
     let config = &state.config;
     let request = form::parse(multipart, &config.defaults, config.max_body_bytes)
         .await

@@ -16,7 +16,6 @@
 //! # Ok::<(), unmark_models::ModelError>(())
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -67,8 +66,6 @@ pub struct BatchStats {
 
 #[derive(Debug, Default)]
 struct Counters {
-    batches: AtomicU64,
-    items: AtomicU64,
     stats: Mutex<BatchStats>,
 }
 
@@ -190,23 +187,19 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
 
     /// Counters so far.
     pub fn stats(&self) -> BatchStats {
-        let mut s = self
-            .counters
+        self.counters
             .stats
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        s.batches = self.counters.batches.load(Ordering::Relaxed);
-        s.items = self.counters.items.load(Ordering::Relaxed);
-        s
+            .clone()
     }
 }
 
 impl Counters {
     fn record(&self, n: usize, queue_delay: f64, run_seconds: f64) {
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        self.items.fetch_add(n as u64, Ordering::Relaxed);
         let mut s = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        s.batches += 1;
+        s.items += n as u64;
         for (bucket, &bound) in s.size_buckets.iter_mut().zip(&BATCH_SIZE_BUCKETS) {
             if n <= bound {
                 *bucket += 1;

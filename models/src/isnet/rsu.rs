@@ -50,20 +50,28 @@ impl ConvSource<'_> {
             .with_stride([spec.stride, spec.stride])
             .with_dilation([d, d])
             .with_padding(PaddingConfig2d::Explicit(d, d, d, d));
-        let mut conv = config.init(device);
-        if let ConvSource::Loaded(weights) = self {
-            let weight = weights.take(&format!("{}.weight", spec.path), &spec.weight_shape())?;
-            let bias = weights.take(&format!("{}.bias", spec.path), &[spec.output])?;
-            conv.weight = Param::from_tensor(Tensor::from_data(
+        let ConvSource::Loaded(weights) = self else {
+            return Ok(config.init(device));
+        };
+        // Built straight from the file: no random initialisation to throw away (44 M weights
+        // at start-up).
+        let weight = weights.take(&format!("{}.weight", spec.path), &spec.weight_shape())?;
+        let bias = weights.take(&format!("{}.bias", spec.path), &[spec.output])?;
+        Ok(Conv2d {
+            weight: Param::from_tensor(Tensor::from_data(
                 TensorData::new(weight, spec.weight_shape()),
                 device,
-            ));
-            conv.bias = Some(Param::from_tensor(Tensor::from_data(
+            )),
+            bias: Some(Param::from_tensor(Tensor::from_data(
                 TensorData::new(bias, [spec.output]),
                 device,
-            )));
-        }
-        Ok(conv)
+            ))),
+            stride: config.stride,
+            kernel_size: config.kernel_size,
+            dilation: config.dilation,
+            groups: config.groups,
+            padding: config.padding,
+        })
     }
 }
 

@@ -159,10 +159,12 @@ pub fn composite(
         }));
     }
     let (colour, _) = planes(photo);
-    let fg = if p.decontaminate || p.alpha_matting {
-        matting::estimate_foreground(&colour, &a)
+    let estimated;
+    let fg: &[Plane] = if p.decontaminate || p.alpha_matting {
+        estimated = matting::estimate_foreground(&colour, &a);
+        &estimated
     } else {
-        colour.clone()
+        &colour
     };
     let backdrop = if let Some(bg) = background {
         let (c, o) = cover(bg, size)?;
