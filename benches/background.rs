@@ -116,9 +116,7 @@ fn main() {
     let eval = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/eval");
     let (bytes, source) = import::read_source(&resources()).expect("weights");
     let weights = import::isnet_from_onnx(&bytes, &source).expect("import");
-    drop(bytes);
-    let net =
-        Segmenter::from_weights(&weights, Backend::Cpu.device().expect("cpu")).expect("isnet");
+    let net = Segmenter::from_weights(&weights, Backend::Cpu).expect("isnet");
     drop(weights);
     net.warm_up().expect("warm-up");
     println!("ISNet at 1024x1024, {threads} threads, median of {repeat} runs per photo");
@@ -190,6 +188,25 @@ fn main() {
         ort_peak
     );
     composite_at_2048(&eval, &net, repeat);
+    drop(net);
+    burn_modules_on_the_cpu(&bytes, &source);
+}
+
+/// One pass of the burn modules with burn's own CPU convolutions (im2col and GEMM), the path
+/// the CPU kernels replace: where the time went before.
+fn burn_modules_on_the_cpu(bytes: &[u8], source: &str) {
+    let weights = import::isnet_from_onnx(bytes, source).expect("import");
+    let net =
+        Segmenter::burn_modules(&weights, Backend::Cpu.device().expect("cpu")).expect("isnet");
+    net.warm_up().expect("warm-up");
+    let input = vec![0.1f32; 3 * 1024 * 1024];
+    let start = Instant::now();
+    net.predict(&[input]).expect("forward");
+    println!();
+    println!(
+        "burn's own CPU kernels (conv2d by im2col), one forward pass at 1024: {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
 }
 
 /// The composite stage and the PNG encoder on a 2048 px photo: rembg's slow parts (closed-form

@@ -170,8 +170,8 @@ pub(crate) fn run(config: &Config, command: ModelsCommand) -> Result<ExitCode> {
             let path = config.isnet_path();
             let weights = unmark_models::weights::Weights::open(&path)
                 .with_context(|| format!("isnet: {}", path.display()))?;
-            let device = Backend::parse(&config.models.device)?.device()?;
-            unmark_models::Segmenter::from_weights(&weights, device)?;
+            let backend = Backend::parse(&config.models.device)?;
+            unmark_models::Segmenter::from_weights(&weights, backend)?;
             println!(
                 "isnet: {} (from {}, sha256 {}), loads on {}",
                 path.display(),

@@ -63,7 +63,11 @@ pub(crate) async fn serve(config: Config, stages: &str) -> Result<()> {
         interval,
     ));
     if let Some(nats) = transport.nats.clone() {
-        let (jobs, defaults) = (jobs.clone(), config.options());
+        let jobs = jobs.clone();
+        let defaults = crate::submit::Defaults {
+            watermark: config.options(),
+            background: config.background_options(),
+        };
         let registry = transport.plugins.registry.clone();
         tokio::spawn(async move {
             if let Err(e) = crate::submit::serve(nats, jobs, defaults, registry).await {

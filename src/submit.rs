@@ -9,16 +9,23 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use unmark_broker::{JobClient, subjects};
 use unmark_jobs::{Jobs, SubmitError};
+use unmark_schemas::background::BackgroundOptions;
 use unmark_schemas::params::WatermarkOptions;
 use unmark_schemas::{
-    BlobRef, FailureReason, InputRef, JobId, SubmitReply, SubmitRequest, pipeline,
+    BlobRef, FailureReason, InputRef, JobId, Step, SubmitKind, SubmitReply, SubmitRequest, pipeline,
 };
+
+/// The server's defaults for each pipeline.
+pub(crate) struct Defaults {
+    pub(crate) watermark: WatermarkOptions,
+    pub(crate) background: BackgroundOptions,
+}
 
 /// Answers submissions until the connection closes.
 pub(crate) async fn serve(
     nats: async_nats::Client,
     jobs: Jobs,
-    defaults: WatermarkOptions,
+    defaults: Defaults,
     registry: unmark_plugins::Registry,
 ) -> Result<()> {
     let mut requests = nats
@@ -77,11 +84,10 @@ async fn input(client: &JobClient, name: &str, input: &InputRef) -> Result<Bytes
 
 async fn submit(
     jobs: &Jobs,
-    defaults: &WatermarkOptions,
+    defaults: &Defaults,
     registry: &unmark_plugins::Registry,
     payload: &[u8],
 ) -> SubmitReply {
-    let client = jobs.client();
     let request: SubmitRequest = match serde_json::from_slice(payload) {
         Ok(r) => r,
         Err(e) => {
@@ -91,57 +97,22 @@ async fn submit(
             );
         }
     };
-    if request.pipeline != pipeline::REMOVE_WATERMARK {
-        return rejected(
-            FailureReason::InvalidParameter,
-            format!(
-                "pipeline must be {:?}, got {:?}",
-                pipeline::REMOVE_WATERMARK,
-                request.pipeline
-            ),
-        );
-    }
-    let mut options = match request.params.apply(defaults) {
-        Ok(o) => o,
+    let job = match request.kind() {
+        Ok(SubmitKind::RemoveWatermark) => {
+            watermark(jobs.client(), &request, &defaults.watermark, registry).await
+        }
+        Ok(SubmitKind::RemoveBackground) => {
+            background(jobs.client(), &request, &defaults.background).await
+        }
         Err(e) => return rejected(FailureReason::InvalidParameter, e.message),
     };
-    if let Err(e) = unmark_plugins::resolve(registry, &mut options).await {
-        return rejected(FailureReason::InvalidParameter, e.to_string());
-    }
-    let mut inputs = match input(client, "image", &request.image).await {
-        Ok(bytes) => vec![("input", bytes)],
+    let (name, steps, inputs) = match job {
+        Ok(job) => job,
         Err(reply) => return reply,
     };
-    if let Some(mask) = &request.mask {
-        match input(client, "mask", mask).await {
-            Ok(bytes) => inputs.push(("mask_input", bytes)),
-            Err(reply) => return reply,
-        }
-    }
-    if let Some(id) = &request.profile {
-        let key = match JobId::new(id.clone()) {
-            Ok(id) => unmark_broker::keys::profile(&id),
-            Err(e) => {
-                return rejected(
-                    FailureReason::InvalidParameter,
-                    format!("profile: {}", e.message),
-                );
-            }
-        };
-        match client.blobs().get(&BlobRef { key, size: 0 }).await {
-            Ok(bytes) => inputs.push(("profile", bytes)),
-            Err(_) => {
-                return rejected(
-                    FailureReason::InvalidParameter,
-                    format!("no watermark profile {id:?}"),
-                );
-            }
-        }
-    }
-    let steps = pipeline::remove_watermark(&options);
     match jobs
         .submit(
-            pipeline::REMOVE_WATERMARK,
+            name,
             steps,
             inputs,
             request.callback_url.as_deref(),
@@ -163,4 +134,74 @@ async fn submit(
             )
         }
     }
+}
+
+/// A job's pipeline name, steps and named inputs, or the reply refusing it.
+type Job = Result<(&'static str, Vec<Step>, Vec<(&'static str, Bytes)>), SubmitReply>;
+
+async fn watermark(
+    client: &JobClient,
+    request: &SubmitRequest,
+    defaults: &WatermarkOptions,
+    registry: &unmark_plugins::Registry,
+) -> Job {
+    let mut options = request
+        .params
+        .apply(defaults)
+        .map_err(|e| rejected(FailureReason::InvalidParameter, e.message))?;
+    unmark_plugins::resolve(registry, &mut options)
+        .await
+        .map_err(|e| rejected(FailureReason::InvalidParameter, e.to_string()))?;
+    let mut inputs = vec![("input", input(client, "image", &request.image).await?)];
+    if let Some(mask) = &request.mask {
+        inputs.push(("mask_input", input(client, "mask", mask).await?));
+    }
+    if let Some(id) = &request.profile {
+        let key = JobId::new(id.clone())
+            .map(|id| unmark_broker::keys::profile(&id))
+            .map_err(|e| {
+                rejected(
+                    FailureReason::InvalidParameter,
+                    format!("profile: {}", e.message),
+                )
+            })?;
+        let bytes = client
+            .blobs()
+            .get(&BlobRef { key, size: 0 })
+            .await
+            .map_err(|_| {
+                rejected(
+                    FailureReason::InvalidParameter,
+                    format!("no watermark profile {id:?}"),
+                )
+            })?;
+        inputs.push(("profile", bytes));
+    }
+    Ok((
+        pipeline::REMOVE_WATERMARK,
+        pipeline::remove_watermark(&options),
+        inputs,
+    ))
+}
+
+async fn background(
+    client: &JobClient,
+    request: &SubmitRequest,
+    defaults: &BackgroundOptions,
+) -> Job {
+    let options = request
+        .background
+        .clone()
+        .unwrap_or_default()
+        .apply(defaults)
+        .map_err(|e| rejected(FailureReason::InvalidParameter, e.message))?;
+    let mut inputs = vec![("input", input(client, "image", &request.image).await?)];
+    if let Some(bg) = &request.bg_image {
+        inputs.push(("background_input", input(client, "bg_image", bg).await?));
+    }
+    Ok((
+        pipeline::REMOVE_BACKGROUND,
+        pipeline::remove_background(&options),
+        inputs,
+    ))
 }

@@ -435,3 +435,12 @@ async fn accepted_jobs_survive_a_sigkill_of_the_embedded_server() {
         check_result(&result_bytes(&second, id).await);
     }
 }
+
+/// The image a job made, once it has succeeded.
+pub(crate) async fn finished_result(server: &Server, id: &str) -> Vec<u8> {
+    let job = wait_until_done(server, id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let response = get(server, &format!("/api/v1/jobs/{id}/result")).await;
+    assert_eq!(response.status().as_u16(), 200);
+    response.bytes().await.expect("body").to_vec()
+}

@@ -52,8 +52,7 @@ pub(crate) fn weights_file() -> &'static Path {
 
 fn segmenter(side: u32) -> Segmenter {
     let weights = Weights::open(weights_file()).expect("weights");
-    let device = Backend::Cpu.device().expect("cpu");
-    Segmenter::from_weights(&weights, device)
+    Segmenter::from_weights(&weights, Backend::Cpu)
         .expect("isnet")
         .with_input_side(side)
 }
@@ -102,7 +101,7 @@ fn iou<T: PartialOrd + Copy>(a: &[T], b: &[T], t: T) -> f64 {
 }
 
 #[test]
-fn isnet_on_burn_matches_onnxruntime_on_dev_photos() {
+fn isnet_matches_onnxruntime_on_dev_photos() {
     let net = segmenter(1024);
     let dir = reference();
     for name in PARITY_PHOTOS {
@@ -116,7 +115,7 @@ fn isnet_on_burn_matches_onnxruntime_on_dev_photos() {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
         let overlap = iou(&ours, &expected, 0.5);
-        println!("{name}: max |burn - onnxruntime| = {max_diff:.2e}, IoU {overlap:.5}");
+        println!("{name}: max |unmark - onnxruntime| = {max_diff:.2e}, IoU {overlap:.5}");
         assert!(max_diff <= 1e-3, "{name}: max abs difference {max_diff}");
         assert!(overlap >= 0.99, "{name}: IoU {overlap}");
 
@@ -489,7 +488,7 @@ fn the_wgpu_backend_agrees_with_the_cpu_backend() {
     let gpu_device = Backend::Wgpu
         .device()
         .expect("a Vulkan device (Debian: mesa-vulkan-drivers gives lavapipe)");
-    let gpu = Segmenter::from_weights(&weights, gpu_device)
+    let gpu = Segmenter::burn_modules(&weights, gpu_device)
         .expect("isnet on wgpu")
         .with_input_side(side);
     let cpu = segmenter(side);
@@ -514,4 +513,102 @@ fn the_wgpu_backend_agrees_with_the_cpu_backend() {
         .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     assert!(hi - lo > 0.1, "a flat map ({lo}..{hi}) would prove nothing");
     assert!(iou(&on_cpu, &on_gpu, (lo + hi) / 2.0) >= 0.99);
+}
+
+/// The same background removal through the asynchronous job API: JSON to `POST /api/v1/jobs`
+/// and a `SubmitRequest` on NATS give the mask the synchronous endpoint gives; settings of
+/// the other pipeline and unknown pipelines are refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_jobs_over_json_and_nats() {
+    use base64::Engine as _;
+    use unmark_schemas::SubmitReply;
+    let nats = crate::nats::NatsServer::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let weights = weights_file().display().to_string();
+    let server = Server::start_in(
+        data.path(),
+        &[
+            ("UNMARK_NATS_URL", nats.url.as_str()),
+            ("UNMARK_MODELS__ISNET", &weights),
+            ("UNMARK_MODELS__INPUT_SIDE", "256"),
+        ],
+    );
+    let bytes = std::fs::read(photo("coffee")).expect("photo");
+    let (_, expected) = png(post(
+        &server,
+        "/api/v1/remove-background",
+        file_form("image", bytes.clone(), &[("mode", "mask")]),
+    )
+    .await)
+    .await;
+    let job = |extra: serde_json::Value| {
+        let mut body = serde_json::json!({
+            "pipeline": "remove-background",
+            "image": { "base64": base64::engine::general_purpose::STANDARD.encode(&bytes) },
+            "background": { "mode": "mask" },
+        });
+        if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
+            body.extend(extra);
+        }
+        body
+    };
+    let http = reqwest::Client::new();
+    let send = async |body: serde_json::Value| {
+        http.post(server.url("/api/v1/jobs"))
+            .header("X-API-Key", KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    };
+
+    // Over HTTP.
+    let accepted = send(job(serde_json::json!({}))).await;
+    assert_eq!(accepted.status().as_u16(), 202);
+    let body: serde_json::Value = accepted.json().await.expect("json");
+    let id = body["id"].as_str().expect("id");
+    let record = crate::api_jobs::wait_until_done(&server, id).await;
+    assert_eq!(record["pipeline"], "remove-background", "{record}");
+    let mask = decode_bytes(&crate::api_jobs::finished_result(&server, id).await);
+    assert_eq!(first_channel(&mask), first_channel(&expected));
+    let stray = common::problem(
+        send(job(serde_json::json!({ "mask": { "base64": "AAAA" } }))).await,
+        400,
+    )
+    .await;
+    assert!(
+        stray["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("mask is not a setting of a remove-background job")),
+        "{stray}"
+    );
+
+    // Over NATS.
+    let client = async_nats::connect(&nats.url).await.expect("connect");
+    let ask = async |body: serde_json::Value| -> SubmitReply {
+        let payload = serde_json::to_vec(&body).expect("json");
+        let reply = client
+            .request(unmark_broker::subjects::v1::submit(), payload.into())
+            .await
+            .expect("reply");
+        serde_json::from_slice(&reply.payload).expect("a SubmitReply")
+    };
+    let SubmitReply::Accepted { id, .. } = ask(job(serde_json::json!({}))).await else {
+        panic!("the job was refused");
+    };
+    let mask = decode_bytes(&crate::api_jobs::finished_result(&server, id.as_str()).await);
+    assert_eq!(first_channel(&mask), first_channel(&expected));
+    let refused = ask(job(serde_json::json!({ "pipeline": "remove-everything" }))).await;
+    assert!(
+        matches!(&refused, SubmitReply::Rejected { message, .. } if message.contains("\"remove-background\"")),
+        "{refused:?}"
+    );
+    let refused = ask(job(
+        serde_json::json!({ "background": { "mode": "mask", "bg_blur": 900 } }),
+    ))
+    .await;
+    assert!(
+        matches!(&refused, SubmitReply::Rejected { message, .. } if message.contains("bg_blur")),
+        "{refused:?}"
+    );
 }

@@ -5,6 +5,7 @@ use unmark_stages::profile;
 use unmark_stages::quality::psnr;
 use unmark_stages::{Mask, Raster};
 
+use crate::api_jobs::finished_result;
 use crate::common::*;
 use crate::group::*;
 
@@ -178,15 +179,6 @@ fn image_parts(items: &[Item]) -> reqwest::multipart::Form {
                 .file_name("image.png");
             form.part("image", part)
         })
-}
-
-/// The image a job made, once it has succeeded.
-async fn finished_result(server: &Server, id: &str) -> Vec<u8> {
-    let job = crate::api_jobs::wait_until_done(server, id).await;
-    assert_eq!(job["status"], "succeeded", "{job}");
-    let response = crate::api_jobs::get(server, &format!("/api/v1/jobs/{id}/result")).await;
-    assert_eq!(response.status().as_u16(), 200);
-    response.bytes().await.expect("body").to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

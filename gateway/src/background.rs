@@ -82,6 +82,34 @@ fn required_image(parts: &mut Parts, name: &str) -> Result<Bytes, ApiError> {
     Ok(image)
 }
 
+/// A background removal ready for [`jobs::admit`]: the settings applied within the
+/// caller's plan, the inputs named as the pipeline reads them.
+pub(crate) fn admission(
+    state: &AppState,
+    caller: &Caller,
+    image: Bytes,
+    background: Option<Bytes>,
+    params: &BackgroundParams,
+    callback_url: Option<String>,
+) -> Result<Admission, ApiError> {
+    let mut options = params.apply(&state.config.background).map_err(param)?;
+    if let Some(plan) = &caller.plan {
+        options.decode.max_megapixels = options.decode.max_megapixels.min(plan.max_megapixels);
+    }
+    let cost = crate::limits::cost(&image, options.decode.max_megapixels);
+    let mut inputs = vec![("input", image)];
+    if let Some(bg) = background.filter(|b| !b.is_empty()) {
+        inputs.push(("background_input", bg));
+    }
+    Ok(Admission {
+        pipeline: pipeline::REMOVE_BACKGROUND,
+        steps: pipeline::remove_background(&options),
+        inputs,
+        callback_url,
+        cost,
+    })
+}
+
 /// Admits and runs a background removal, answering like `remove-watermark`.
 async fn run(
     state: &AppState,
@@ -93,22 +121,7 @@ async fn run(
     rid: Option<String>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let mut options = params.apply(&state.config.background).map_err(param)?;
-    if let Some(plan) = &caller.plan {
-        options.decode.max_megapixels = options.decode.max_megapixels.min(plan.max_megapixels);
-    }
-    let cost = crate::limits::cost(&image, options.decode.max_megapixels);
-    let mut inputs = vec![("input", image)];
-    if let Some(bg) = background.filter(|b| !b.is_empty()) {
-        inputs.push(("background_input", bg));
-    }
-    let admission = Admission {
-        pipeline: pipeline::REMOVE_BACKGROUND,
-        steps: pipeline::remove_background(&options),
-        inputs,
-        callback_url,
-        cost,
-    };
+    let admission = admission(state, caller, image, background, &params, callback_url)?;
     let (id, held) = jobs::admit(state, caller, admission, &rid).await?;
     routes::answer(state, id, held, rid, started).await
 }

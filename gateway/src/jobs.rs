@@ -16,8 +16,8 @@ use unmark_broker::{JobHandle, subjects};
 use unmark_jobs::accounts::Reservation;
 use unmark_jobs::{JobRecord, JobStatus, SubmitError};
 use unmark_schemas::{
-    BlobRef, EventKind, FailureReason, InputRef, JobEvent, JobId, StageTiming, Step, SubmitRequest,
-    pipeline,
+    BlobRef, EventKind, FailureReason, InputRef, JobEvent, JobId, StageTiming, Step, SubmitKind,
+    SubmitRequest, pipeline,
 };
 
 use crate::auth::Caller;
@@ -163,7 +163,7 @@ pub(crate) fn submit_error(e: SubmitError, rid: Option<String>) -> ApiError {
 }
 
 /// `POST /api/v1/jobs`: multipart (the fields of remove-watermark, plus `callback_url`) or
-/// JSON (a `SubmitRequest` with inputs as base64). Answers 202 at once.
+/// JSON (a `SubmitRequest` with inputs as base64, for either pipeline). Answers 202 at once.
 pub(crate) async fn submit(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -186,7 +186,19 @@ pub(crate) async fn submit(
                 }
             })
             .map_err(|e| e.with_request_id(rid.clone()))?;
-        json_job(&body, &state).map_err(|e| e.with_request_id(rid.clone()))?
+        let request: SubmitRequest = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!("invalid JSON job: {e}")).with_request_id(rid.clone())
+        })?;
+        let kind = request
+            .kind()
+            .map_err(|e| ApiError::bad_request(e.message).with_request_id(rid.clone()))?;
+        if kind == SubmitKind::RemoveBackground {
+            let admission = json_background(request, &state, &caller)
+                .map_err(|e| e.with_request_id(rid.clone()))?;
+            let (id, held) = admit(&state, &caller, admission, &rid).await?;
+            return Ok(accepted(id.as_str(), held.as_ref()));
+        }
+        json_job(request, &state).map_err(|e| e.with_request_id(rid.clone()))?
     } else if content_type.starts_with("multipart/form-data") {
         let multipart = Multipart::from_request(request, &state)
             .await
@@ -209,48 +221,41 @@ pub(crate) async fn submit(
     Ok(accepted(id.as_str(), held.as_ref()))
 }
 
-/// A JSON submission: inline inputs only. (Blob keys are for NATS clients inside the
+/// An input of a JSON submission: inline only. (Blob keys are for NATS clients inside the
 /// deployment; over HTTP they would let a client read blobs it does not own.)
-fn json_job(body: &[u8], state: &AppState) -> Result<form::WatermarkForm, ApiError> {
-    let request: SubmitRequest = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON job: {e}")))?;
-    if request.pipeline != pipeline::REMOVE_WATERMARK {
+fn inline(name: &str, input: &InputRef, limit: u64) -> Result<Bytes, ApiError> {
+    let InputRef::Base64(text) = input else {
         return Err(ApiError::bad_request(format!(
-            "pipeline must be {:?}, got {:?}",
-            pipeline::REMOVE_WATERMARK,
-            request.pipeline
+            "{name}: over HTTP send the file as base64 (or use multipart); blob keys are \
+             accepted only on NATS"
+        )));
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.as_bytes())
+        .map_err(|e| ApiError::bad_request(format!("{name} is not valid base64: {e}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(ApiError::too_large(format!(
+            "{name} is over the limit of {limit} bytes"
         )));
     }
+    Ok(bytes.into())
+}
+
+/// A JSON `remove-watermark` submission.
+fn json_job(request: SubmitRequest, state: &AppState) -> Result<form::WatermarkForm, ApiError> {
     let options = request
         .params
         .apply(&state.config.defaults)
         .map_err(|e| ApiError::bad_request(e.message))?;
     let limit = options.decode.max_input_bytes;
-    let inline = |name: &str, input: &InputRef| -> Result<Bytes, ApiError> {
-        let InputRef::Base64(text) = input else {
-            return Err(ApiError::bad_request(format!(
-                "{name}: over HTTP send the file as base64 (or use multipart); blob keys are \
-                 accepted only on NATS"
-            )));
-        };
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text.as_bytes())
-            .map_err(|e| ApiError::bad_request(format!("{name} is not valid base64: {e}")))?;
-        if bytes.len() as u64 > limit {
-            return Err(ApiError::too_large(format!(
-                "{name} is over the limit of {limit} bytes"
-            )));
-        }
-        Ok(bytes.into())
-    };
-    let image = inline("image", &request.image)?;
+    let image = inline("image", &request.image, limit)?;
     if image.is_empty() {
         return Err(ApiError::bad_request("the image is empty"));
     }
     let mask = request
         .mask
         .as_ref()
-        .map(|m| inline("mask", m))
+        .map(|m| inline("mask", m, limit))
         .transpose()?
         .filter(|m| !m.is_empty());
     Ok(form::WatermarkForm {
@@ -260,6 +265,32 @@ fn json_job(body: &[u8], state: &AppState) -> Result<form::WatermarkForm, ApiErr
         callback_url: request.callback_url,
         profile: request.profile,
     })
+}
+
+/// A JSON `remove-background` submission.
+fn json_background(
+    request: SubmitRequest,
+    state: &AppState,
+    caller: &Caller,
+) -> Result<Admission, ApiError> {
+    let limit = state.config.background.decode.max_input_bytes;
+    let image = inline("image", &request.image, limit)?;
+    if image.is_empty() {
+        return Err(ApiError::bad_request("the image is empty"));
+    }
+    let background = request
+        .bg_image
+        .as_ref()
+        .map(|b| inline("bg_image", b, limit))
+        .transpose()?;
+    crate::background::admission(
+        state,
+        caller,
+        image,
+        background,
+        &request.background.unwrap_or_default(),
+        request.callback_url,
+    )
 }
 
 async fn record(state: &AppState, id: &str, rid: &Option<String>) -> Result<JobRecord, ApiError> {

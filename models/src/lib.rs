@@ -19,6 +19,8 @@
 //! ```
 
 pub mod batch;
+#[cfg(feature = "flex")]
+pub mod cpu;
 pub mod import;
 pub mod isnet;
 pub mod onnx;
@@ -139,11 +141,20 @@ impl Backend {
     }
 }
 
+/// How a [`Segmenter`] computes the network.
+#[derive(Debug)]
+enum Net {
+    /// The burn modules, on any device (the GPU backends, or burn's own CPU kernels).
+    Burn { net: Box<IsNet>, device: Device },
+    /// The CPU path: Winograd convolutions on channels-last maps, products on burn's `flex`.
+    #[cfg(feature = "flex")]
+    Cpu(Box<cpu::IsNet>),
+}
+
 /// An ISNet on a device: photos in, alpha masks out.
 #[derive(Debug)]
 pub struct Segmenter {
-    net: IsNet,
-    device: Device,
+    net: Net,
     side: u32,
 }
 
@@ -151,23 +162,40 @@ impl Segmenter {
     /// Loads an imported weight file onto `backend`.
     pub fn load(path: &Path, backend: Backend) -> Result<Self, ModelError> {
         let weights = Weights::open(path)?;
-        Self::from_weights(&weights, backend.device()?)
+        Self::from_weights(&weights, backend)
     }
 
-    /// The network with `weights` on `device`.
-    pub fn from_weights(weights: &Weights, device: Device) -> Result<Self, ModelError> {
-        if weights.header.model != "isnet" {
-            return Err(ModelError::Layout(format!(
-                "the weight file holds {:?}, not isnet",
-                weights.header.model
-            )));
+    /// The network with `weights` on `backend`: the CPU path ([`cpu`]) for
+    /// [`Backend::Cpu`], the burn modules on the GPU backends.
+    pub fn from_weights(weights: &Weights, backend: Backend) -> Result<Self, ModelError> {
+        check_model(weights)?;
+        let device = backend.device()?;
+        match backend {
+            #[cfg(feature = "flex")]
+            Backend::Cpu => Ok(Self::with(Net::Cpu(Box::new(cpu::IsNet::load(
+                weights, &device,
+            )?)))),
+            _ => Self::burn_modules(weights, device),
         }
+    }
+
+    /// The burn modules ([`IsNet`]) with `weights` on `device`, whatever the device (on the
+    /// CPU this runs burn's own kernels: slower than [`Segmenter::from_weights`], kept to
+    /// check the two against each other).
+    pub fn burn_modules(weights: &Weights, device: Device) -> Result<Self, ModelError> {
+        check_model(weights)?;
         let net = IsNetConfig::new().load(weights, &device)?;
-        Ok(Self {
-            net,
+        Ok(Self::with(Net::Burn {
+            net: Box::new(net),
             device,
+        }))
+    }
+
+    fn with(net: Net) -> Self {
+        Self {
+            net,
             side: isnet::INPUT_SIZE as u32,
-        })
+        }
     }
 
     /// The same network run at `side` x `side` instead of 1024 (smaller is faster and
@@ -198,11 +226,22 @@ impl Segmenter {
         }
         let batch = inputs.len();
         let data: Vec<f32> = inputs.concat();
-        let x = Tensor::<4>::from_data(TensorData::new(data, [batch, 3, side, side]), &self.device);
-        let y = self.net.forward(x).into_data();
-        let values = y
-            .try_to_vec::<f32>()
-            .map_err(|e| ModelError::Backend(format!("reading the output back: {e:?}")))?;
+        let values = match &self.net {
+            Net::Burn { net, device } => {
+                let x =
+                    Tensor::<4>::from_data(TensorData::new(data, [batch, 3, side, side]), device);
+                net.forward(x)
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| ModelError::Backend(format!("reading the output back: {e:?}")))?
+            }
+            #[cfg(feature = "flex")]
+            Net::Cpu(net) => {
+                // One channel: channels-last is already planar.
+                net.forward(&cpu::FeatureMap::from_planar(&data, batch, 3, side, side))
+                    .data
+            }
+        };
         Ok(values.chunks_exact(plane).map(<[f32]>::to_vec).collect())
     }
 
@@ -227,6 +266,16 @@ impl Segmenter {
         let plane = (self.side * self.side) as usize;
         self.predict(&[vec![0.0; 3 * plane]]).map(|_| ())
     }
+}
+
+fn check_model(weights: &Weights) -> Result<(), ModelError> {
+    if weights.header.model != "isnet" {
+        return Err(ModelError::Layout(format!(
+            "the weight file holds {:?}, not isnet",
+            weights.header.model
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

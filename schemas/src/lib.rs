@@ -33,7 +33,7 @@ pub use export::json_schemas;
 pub use job::{JobId, JobSpec, Step};
 pub use message::{BlobRef, StageMessage};
 pub use params::ParamError;
-pub use submit::{InputRef, SubmitParams, SubmitReply, SubmitRequest};
+pub use submit::{InputRef, SubmitKind, SubmitParams, SubmitReply, SubmitRequest};
 
 /// Version of the wire contract; bumped on any incompatible change of the types in this crate.
 pub const WIRE_VERSION: u32 = 1;

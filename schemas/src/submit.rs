@@ -5,7 +5,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::FailureReason;
+use crate::background::BackgroundParams;
 use crate::params::{Engine, OutputFormat, ParamError, PluginCall, ReturnKind, WatermarkOptions};
+use crate::pipeline;
 
 /// An input of a submitted job: inline (base64) or already in the blob store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -101,15 +103,23 @@ impl SubmitParams {
     }
 }
 
-/// A job submitted over NATS (request on `unmark.jobs.submit`).
+/// A job submitted over NATS (request on `unmark.jobs.submit`), or as JSON to
+/// `POST /api/v1/jobs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
-    /// Pipeline name: `remove-watermark`.
+    /// Pipeline name: `remove-watermark` or `remove-background`.
     pub pipeline: String,
-    /// Settings; absent ones take the server's defaults.
+    /// Settings of a `remove-watermark` job; absent ones take the server's defaults.
     #[serde(default)]
     pub params: SubmitParams,
+    /// Settings of a `remove-background` job; absent ones take the server's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<BackgroundParams>,
+    /// A `remove-background` job's new background, drawn behind the subject
+    /// (`mode: composite`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bg_image: Option<InputRef>,
     /// The image.
     pub image: InputRef,
     /// The mask (white = remove), where one is sent.
@@ -123,6 +133,62 @@ pub struct SubmitRequest {
     /// job record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+}
+
+/// The pipeline a [`SubmitRequest`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitKind {
+    /// `remove-watermark`: `params`, `mask`, `profile`.
+    RemoveWatermark,
+    /// `remove-background`: `background`, `bg_image`.
+    RemoveBackground,
+}
+
+impl SubmitRequest {
+    /// The pipeline asked for, checking that every field sent belongs to it (a field of the
+    /// other pipeline would be silently ignored otherwise).
+    pub fn kind(&self) -> Result<SubmitKind, ParamError> {
+        let stray = |field: &str, pipeline: &str| {
+            Err(ParamError::new(
+                field.split(' ').next().unwrap_or(field),
+                format!("{field} is not a setting of a {pipeline} job"),
+            ))
+        };
+        match self.pipeline.as_str() {
+            pipeline::REMOVE_WATERMARK => {
+                if self.background.is_some() {
+                    return stray("background", pipeline::REMOVE_WATERMARK);
+                }
+                if self.bg_image.is_some() {
+                    return stray("bg_image", pipeline::REMOVE_WATERMARK);
+                }
+                Ok(SubmitKind::RemoveWatermark)
+            }
+            pipeline::REMOVE_BACKGROUND => {
+                if self.params != SubmitParams::default() {
+                    return stray(
+                        "params (its settings go in background)",
+                        pipeline::REMOVE_BACKGROUND,
+                    );
+                }
+                if self.mask.is_some() {
+                    return stray("mask", pipeline::REMOVE_BACKGROUND);
+                }
+                if self.profile.is_some() {
+                    return stray("profile", pipeline::REMOVE_BACKGROUND);
+                }
+                Ok(SubmitKind::RemoveBackground)
+            }
+            other => Err(ParamError::new(
+                "pipeline",
+                format!(
+                    "pipeline must be {:?} or {:?}, got {other:?}",
+                    pipeline::REMOVE_WATERMARK,
+                    pipeline::REMOVE_BACKGROUND
+                ),
+            )),
+        }
+    }
 }
 
 /// The reply to a submission.
