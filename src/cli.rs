@@ -197,6 +197,10 @@ pub(crate) struct BackgroundArgs {
     /// Estimate the subject's colours at its edges (no halo of the old background).
     #[arg(long)]
     pub(crate) decontaminate: bool,
+    /// Keep the alpha channel of an opaque result (a colour background); without it such an
+    /// image is written as RGB.
+    #[arg(long)]
+    pub(crate) keep_alpha: bool,
     /// Output format: png (default), webp (lossless) or jpeg (flattened onto white).
     #[arg(long)]
     pub(crate) format: Option<String>,
@@ -231,6 +235,7 @@ impl BackgroundArgs {
             background_threshold: self.ab,
             erode_size: self.ae,
             decontaminate: self.decontaminate.then_some(true),
+            keep_alpha: self.keep_alpha.then_some(true),
             format: self
                 .format
                 .as_deref()

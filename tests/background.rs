@@ -347,7 +347,9 @@ async fn remove_background_over_http_both_endpoints() {
     assert_eq!(color, image::ColorType::L8);
     assert_eq!(first_channel(&rembg_mask), alphas);
 
-    // A colour background, given rembg's way (query parameter), is opaque RGB.
+    // A colour background, given rembg's way (query parameter), is opaque RGBA, as rembg
+    // writes it (it composites onto an RGBA canvas); unmark's own endpoint drops the alpha
+    // channel of an opaque result unless asked to keep it.
     let (color, green) = png(post(
         &server,
         "/api/remove?bgc=0,255,0,255",
@@ -355,13 +357,22 @@ async fn remove_background_over_http_both_endpoints() {
     )
     .await)
     .await;
-    assert_eq!(color, image::ColorType::Rgb8);
+    assert_eq!(color, image::ColorType::Rgba8);
     // Wherever the cut-out was fully transparent, the answer is the colour.
-    for (px, &a) in green.data.chunks_exact(3).zip(&alphas) {
+    for (px, &a) in green.data.chunks_exact(4).zip(&alphas) {
+        assert_eq!(px[3], 255);
         if a == 0 {
-            assert_eq!(px, [0, 255, 0]);
+            assert_eq!(px, [0, 255, 0, 255]);
         }
     }
+    let (color, _) = png(post(
+        &server,
+        "/api/v1/remove-background",
+        file_form("image", bytes.clone(), &[("bg_color", "#00ff00")]),
+    )
+    .await)
+    .await;
+    assert_eq!(color, image::ColorType::Rgb8);
 
     // Errors are named.
     refused(

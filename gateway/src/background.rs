@@ -20,8 +20,8 @@ use crate::{ApiError, AppState, request_id, routes};
 
 const FIELDS: &str = "image, bg_image, mode, bg_color, bg_blur, crop, crop_margin, \
                       post_process_mask, alpha_matting, foreground_threshold, \
-                      background_threshold, erode_size, decontaminate, format, work_max_side, \
-                      callback_url";
+                      background_threshold, erode_size, decontaminate, keep_alpha, format, \
+                      work_max_side, callback_url";
 
 const REMBG_FIELDS: &str = "file, model, a, af, ab, ae, om, ppm, bgc, extras, dc, vm";
 
@@ -162,6 +162,7 @@ pub(crate) async fn remove_background(
             "background_threshold" => p.background_threshold = Some(number(name, text)?),
             "erode_size" => p.erode_size = Some(number(name, text)?),
             "decontaminate" => p.decontaminate = Some(flag()?),
+            "keep_alpha" => p.keep_alpha = Some(flag()?),
             "format" => p.format = Some(OutputFormat::parse(text.trim()).map_err(param)?),
             "work_max_side" => p.work_max_side = Some(number(name, text)?),
             "callback_url" => callback_url = Some(text.trim().to_owned()),
@@ -250,6 +251,8 @@ pub(crate) async fn rembg_remove(
             "bgc" => {
                 if !text.trim().is_empty() && text.trim() != "null" {
                     p.bg_color = Some(parse_color(name, text).map_err(param)?);
+                    // rembg composites onto an RGBA canvas and writes RGBA.
+                    p.keep_alpha = Some(true);
                 }
             }
             "extras" => {

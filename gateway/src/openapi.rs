@@ -394,6 +394,7 @@ fn background_paths(sync: &Map<String, Value>) -> Map<String, Value> {
             "background_threshold": byte,
             "erode_size": { "type": "integer", "minimum": 0, "maximum": 255 },
             "decontaminate": { "type": "boolean", "description": "estimate the subject's colours at its edges (no halo)" },
+            "keep_alpha": { "type": "boolean", "description": "keep the alpha channel of an opaque result (a colour background); default: written as RGB" },
             "format": { "type": "string", "enum": ["png", "webp", "jpeg"], "description": "png by default; webp is lossless; jpeg is flattened onto white" },
             "work_max_side": { "type": "integer", "minimum": 64, "maximum": 16384 },
             "callback_url": { "type": "string", "description": "an absolute http(s) URL" }

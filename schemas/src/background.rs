@@ -134,6 +134,9 @@ pub struct CompositeParams {
     /// Estimate the subject's own colours where it is semi-transparent, so that edges do not
     /// carry a halo of the old background (rembg's `dc`).
     pub decontaminate: bool,
+    /// Keep the alpha channel even when every pixel is opaque (a colour background); by
+    /// default such an image is written as RGB. rembg always answers RGBA.
+    pub keep_alpha: bool,
 }
 
 impl Default for CompositeParams {
@@ -150,6 +153,7 @@ impl Default for CompositeParams {
             background_threshold: 10,
             erode_size: 10,
             decontaminate: false,
+            keep_alpha: false,
         }
     }
 }
@@ -239,6 +243,8 @@ pub struct BackgroundParams {
     pub erode_size: Option<u32>,
     /// Estimate foreground colours at the edges (rembg's `dc`).
     pub decontaminate: Option<bool>,
+    /// Keep the alpha channel of an opaque result.
+    pub keep_alpha: Option<bool>,
     /// Output format: `png` (default) or `webp` (lossless); `jpeg` flattens onto white.
     pub format: Option<OutputFormat>,
     /// Longest side of the working image the network's input is made from.
@@ -266,6 +272,7 @@ impl BackgroundParams {
             background_threshold => c.background_threshold,
             erode_size => c.erode_size,
             decontaminate => c.decontaminate,
+            keep_alpha => c.keep_alpha,
             work_max_side => o.prescale.work_max_side,
         );
         if self.bg_color.is_some() {

@@ -219,7 +219,7 @@ pub fn composite(
         channels: 4,
         data: out,
     };
-    if opaque {
+    if opaque && !p.keep_alpha {
         result.data = result
             .data
             .chunks_exact(4)
