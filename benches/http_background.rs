@@ -79,6 +79,8 @@ fn rembg(dir: &Path) -> (Server, String) {
     let child = Command::new("rembg")
         .args(["s", "--host", "127.0.0.1", "--port", &port.to_string()])
         .args(["--no-ui", "--log_level", "warning"])
+        // rembg loads custom models only from inside its home folder.
+        .env("REMBG_HOME", dir)
         .stdout(Stdio::null())
         .spawn()
         .expect("rembg (pip install \"rembg[cpu,cli]\")");

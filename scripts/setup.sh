@@ -8,7 +8,8 @@
 #                             the example plugins with: clang + wasi-libc (Debian) and
 #                             AssemblyScript (npm), and onnxruntime with onnx, Pillow and numpy
 #                             (PyPI), the reference the ISNet parity tests compare against
-#   scripts/setup.sh --bench  also OpenCV for Python, the reference of the quality bench
+#   scripts/setup.sh --bench  also OpenCV for Python, the reference of the quality bench, and
+#                             onnxruntime and rembg[cpu,cli] (PyPI) for the background benches
 set -euo pipefail
 . "$(dirname "$0")/isnet.sh"
 
@@ -94,4 +95,10 @@ if [ "$mode" = "--bench" ]; then
         echo "setup: installing opencv-python-headless and numpy (PyPI) for the bench reference"
         python3 -m pip install -q opencv-python-headless numpy
     }
+    # The background benches: onnxruntime on the same weights, and rembg's own server.
+    python3 -c "import onnx, onnxruntime, PIL, rembg" 2>/dev/null || {
+        echo "setup: installing onnx, onnxruntime, Pillow and rembg[cpu,cli] (PyPI) for the background benches"
+        python3 -m pip install -q onnx onnxruntime pillow "rembg[cpu,cli]"
+    }
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 fi
