@@ -17,18 +17,11 @@ use unmark_models::{Backend, Segmenter, import, preprocess};
 #[path = "eval_files.rs"]
 mod eval_files;
 
-const PHOTOS: [&str; 3] = ["chelsea", "astronaut", "rocket"];
+#[path = "isnet_resources.rs"]
+mod isnet_resources;
+use isnet_resources::resources;
 
-fn resources() -> PathBuf {
-    std::env::var("UNMARK_ISNET_RESOURCES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-            PathBuf::from(home).join(
-                ".cache/unmark/npm/node_modules/@imgly/background-removal-data/dist/resources.json",
-            )
-        })
-}
+const PHOTOS: [&str; 3] = ["chelsea", "astronaut", "rocket"];
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

@@ -19,18 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const PHOTOS: [&str; 3] = ["chelsea", "astronaut", "rocket"];
+#[path = "isnet_resources.rs"]
+mod isnet_resources;
+use isnet_resources::resources;
 
-fn resources() -> PathBuf {
-    std::env::var("UNMARK_ISNET_RESOURCES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-            PathBuf::from(home).join(
-                ".cache/unmark/npm/node_modules/@imgly/background-removal-data/dist/resources.json",
-            )
-        })
-}
+const PHOTOS: [&str; 3] = ["chelsea", "astronaut", "rocket"];
 
 /// A server process, killed on drop.
 struct Server {

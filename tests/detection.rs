@@ -83,10 +83,12 @@ fn detector_finds_the_dev_marks() {
 
 /// Floors a little under what the built-in weights measure on the dev set (see the README).
 /// Measured with the committed weights: mean F1 0.347, the weakest kind (text_corner) 0.225,
-/// removal 21.27 dB with the detected mask against 27.42 dB with the true one (78%).
+/// removal 20.94 dB with the detected mask against 29.34 dB with the true one (71%; it was
+/// 21.27 against 27.42 before `restore` fitted one opacity per mark, which gains with the true
+/// mask and not with a loose one).
 const F1_FLOOR: f64 = 0.28;
 const KIND_F1_FLOOR: f64 = 0.15;
-const PSNR_SHARE_FLOOR: f64 = 0.72;
+const PSNR_SHARE_FLOOR: f64 = 0.67;
 
 #[test]
 fn clean_photos_are_left_alone() {

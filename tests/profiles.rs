@@ -92,8 +92,9 @@ fn learned_profiles_match_the_truth_and_beat_single_image_removal() {
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (a, b) = (mean(&with_profile), mean(&single_image));
     eprintln!("mean: {a:.2} dB with a profile learned from the others, {b:.2} dB single-image");
-    // Measured +4.9 dB.
-    assert!(a >= b + 3.0, "{a:.2} vs {b:.2}");
+    // Measured +1.9 dB (31.05 against 29.12). It was +4.9 dB when single-image restore
+    // reached 26.17 dB here; fitting one opacity per mark raised that by 3 dB.
+    assert!(a >= b + 1.0, "{a:.2} vs {b:.2}");
 }
 
 #[test]

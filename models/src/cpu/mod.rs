@@ -23,6 +23,26 @@ use crate::weights::Weights;
 use strided::Strided;
 use winograd::{Epilogue, Winograd};
 
+/// Checks PyTorch-layout 3x3 weights (`[output, input, 3, 3]`), a bias, and a stride or
+/// dilation (at least 1).
+fn check_conv(
+    weight: &[f32],
+    bias: &[f32],
+    [output, input]: [usize; 2],
+    step: usize,
+) -> Result<(), ModelError> {
+    if weight.len() != output * input * 9 || bias.len() != output || step == 0 {
+        return Err(ModelError::Layout(format!(
+            "a 3x3 convolution {input} -> {output} needs {} weights and {output} biases, \
+             got {} and {}",
+            output * input * 9,
+            weight.len(),
+            bias.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Takes `spec`'s weights from the file as a stride-1 Winograd convolution.
 fn winograd(spec: &ConvSpec, weights: &Weights, device: &Device) -> Result<Winograd, ModelError> {
     let weight = weights.take(&format!("{}.weight", spec.path), &spec.weight_shape())?;

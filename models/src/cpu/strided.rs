@@ -29,15 +29,7 @@ impl Strided {
         stride: usize,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        if weight.len() != output * input * 9 || bias.len() != output || stride == 0 {
-            return Err(ModelError::Layout(format!(
-                "a 3x3 convolution {input} -> {output} needs {} weights and {output} biases, \
-                 got {} and {}",
-                output * input * 9,
-                weight.len(),
-                bias.len()
-            )));
-        }
+        super::check_conv(weight, &bias, [output, input], stride)?;
         let mut w = vec![0.0f32; 9 * input * output];
         for o in 0..output {
             for i in 0..input {

@@ -123,15 +123,7 @@ impl Winograd {
         dilation: usize,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        if weight.len() != output * input * 9 || bias.len() != output || dilation == 0 {
-            return Err(ModelError::Layout(format!(
-                "a 3x3 convolution {input} -> {output} needs {} weights and {output} biases, \
-                 got {} and {}",
-                output * input * 9,
-                weight.len(),
-                bias.len()
-            )));
-        }
+        super::check_conv(weight, &bias, [output, input], dilation)?;
         let mut v = vec![0.0f32; POSITIONS * input * output];
         for o in 0..output {
             for i in 0..input {

@@ -1,7 +1,5 @@
-//! The `restore` engine: undoes a semi-transparent mark instead of painting over it.
-//!
-//! A visible mark is modelled per pixel as `observed = (1 - a) * photo + a * colour`. The photo
-//! under the mark is still there, scaled by `1 - a`. Per connected region of the mask this engine:
+//! `restore` for loose masks (drawn or detected generously, so that many masked pixels are
+//! not under the mark): every pixel gets its own alpha. Per connected region of the mask:
 //!
 //! 1. takes the `telea` fill as a prior for the photo;
 //! 2. estimates the mark's colour and each pixel's alpha by alternating least squares on
@@ -13,7 +11,8 @@
 //! 5. falls back to the prior for a whole region when the model does not explain it (the
 //!    colour is too close to the photo, or the residual is large).
 
-use super::regions::label;
+use super::super::regions::label;
+use super::{alpha_of, copy_prior, interior_pixels, rgb};
 use crate::{Mask, Raster};
 
 /// The region's opacity is this quantile of the alphas of its inside pixels.
@@ -24,7 +23,7 @@ const BLEND_FROM: f32 = 0.78;
 const BLEND_TO: f32 = 0.93;
 
 /// Restores the masked pixels of `image` given the inpainted `prior` of the same image.
-pub(crate) fn restore(image: &mut Raster, mask: &Mask, prior: &Raster) {
+pub(super) fn restore(image: &mut Raster, mask: &Mask, prior: &Raster) {
     let (labels, count) = label(mask);
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); count];
     for (i, &l) in labels.iter().enumerate() {
@@ -35,52 +34,6 @@ pub(crate) fn restore(image: &mut Raster, mask: &Mask, prior: &Raster) {
     let interior = interior_pixels(mask);
     for pixels in &members {
         restore_region(image, prior, pixels, &interior);
-    }
-}
-
-/// Pixels whose 4 neighbours are all masked (the border of the image counts as masked).
-fn interior_pixels(mask: &Mask) -> Vec<bool> {
-    let (w, h) = (mask.width as i64, mask.height as i64);
-    let at =
-        |x: i64, y: i64| x < 0 || y < 0 || x >= w || y >= h || mask.data[(y * w + x) as usize] != 0;
-    (0..w * h)
-        .map(|i| {
-            let (x, y) = (i % w, i / w);
-            mask.data[i as usize] != 0
-                && at(x - 1, y)
-                && at(x + 1, y)
-                && at(x, y - 1)
-                && at(x, y + 1)
-        })
-        .collect()
-}
-
-fn rgb(r: &Raster, i: usize) -> [f32; 3] {
-    let c = r.channels as usize;
-    let p = &r.data[i * c..i * c + 3];
-    [p[0] as f32, p[1] as f32, p[2] as f32]
-}
-
-/// Projection of `o - p` on `colour - p`, as an alpha in [0, 1].
-fn alpha_of(o: [f32; 3], p: [f32; 3], colour: [f32; 3]) -> f32 {
-    blend_alpha(&[o], &[p], colour)
-}
-
-/// The one alpha that best blends each prior `p` towards `colour` into its observation `o`
-/// (least squares over all pairs: the projection of `o - p` on `colour - p`), in [0, 1].
-pub(crate) fn blend_alpha(obs: &[[f32; 3]], prior: &[[f32; 3]], colour: [f32; 3]) -> f32 {
-    let (mut num, mut den) = (0f32, 0f32);
-    for (o, p) in obs.iter().zip(prior) {
-        for k in 0..3 {
-            let d = colour[k] - p[k];
-            num += (o[k] - p[k]) * d;
-            den += d * d;
-        }
-    }
-    if den < 1.0 {
-        0.0
-    } else {
-        (num / den).clamp(0.0, 1.0)
     }
 }
 
@@ -187,85 +140,4 @@ fn restore_region(image: &mut Raster, prior: &Raster, pixels: &[usize], interior
 
 fn dist(a: [f32; 3], b: [f32; 3]) -> f32 {
     ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
-}
-
-fn copy_prior(image: &mut Raster, prior: &Raster, pixels: &[usize]) {
-    let c = image.channels as usize;
-    for &i in pixels {
-        image.data[i * c..i * c + c].copy_from_slice(&prior.data[i * c..i * c + c]);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::inpaint;
-    use unmark_schemas::params::{Engine, InpaintParams};
-
-    /// A textured photo with a half-transparent white square on it, blended exactly as the
-    /// eval set does, comes back closer to the photo than inpainting gets.
-    #[test]
-    fn unblends_a_half_transparent_mark() {
-        let (w, h) = (64u32, 48u32);
-        let mut photo = Raster::filled(w, h, 3, 0);
-        for y in 0..h {
-            for x in 0..w {
-                let v = [
-                    (x * 3 + y) as u8,
-                    (100 + (x * y) % 50) as u8,
-                    (200 - y * 2) as u8,
-                ];
-                photo.pixel_mut(x, y).copy_from_slice(&v);
-            }
-        }
-        let mut marked = photo.clone();
-        let mut mask = Mask::new(w, h);
-        let a = 128u32;
-        for y in 14..34 {
-            for x in 20..44 {
-                mask.set(x, y, true);
-                for v in marked.pixel_mut(x, y) {
-                    *v = ((*v as u32 * (255 - a) + 255 * a) as f32 / 255.0 + 0.5) as u8;
-                }
-            }
-        }
-        let mut telea = marked.clone();
-        let params = InpaintParams {
-            engine: Engine::Telea,
-            ..Default::default()
-        };
-        inpaint::inpaint(&mut telea, &mask, &params);
-        let mut restored = marked.clone();
-        let params = InpaintParams {
-            engine: Engine::Restore,
-            ..Default::default()
-        };
-        inpaint::inpaint(&mut restored, &mask, &params);
-        let p_telea = crate::quality::psnr(&telea, &photo, Some(&mask));
-        let p_restore = crate::quality::psnr(&restored, &photo, Some(&mask));
-        // Measured: 34.2 dB against telea's 29.4 on this high-frequency texture, where the
-        // telea prior (and so each pixel's alpha) is poorest.
-        assert!(
-            p_restore > p_telea + 3.0,
-            "restore {p_restore:.2} dB vs telea {p_telea:.2} dB"
-        );
-    }
-
-    #[test]
-    fn an_opaque_mark_falls_back_to_the_fill() {
-        let mut image = Raster::filled(40, 40, 3, 90);
-        let mut mask = Mask::new(40, 40);
-        for y in 10..20 {
-            for x in 10..30 {
-                image.pixel_mut(x, y).fill(255);
-                mask.set(x, y, true);
-            }
-        }
-        let params = InpaintParams {
-            engine: Engine::Restore,
-            ..Default::default()
-        };
-        inpaint::inpaint(&mut image, &mask, &params);
-        assert_eq!(image.pixel(20, 15), [90, 90, 90]);
-    }
 }
