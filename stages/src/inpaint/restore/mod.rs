@@ -10,8 +10,10 @@
 //!    `observed = (1 - opacity) * prior + opacity * colour` over the mark's inside pixels near
 //!    its edge, where the fill is a good predictor of the photo (deep inside a large mark it is
 //!    not, and there it would pull the fit towards opacity 1);
-//! 3. gives every inside pixel that opacity, and each rim pixel its own alpha (the projection
-//!    of `observed - prior` on `colour - prior`, at most the opacity);
+//! 3. gives every inside pixel whose own alpha (the projection of `observed - prior` on
+//!    `colour - prior`) is at least half the opacity that opacity, and every other masked
+//!    pixel its own alpha, at most the opacity; a mask with many inside pixels far below the
+//!    opacity (drawn or detected loosely) is restored pixel by pixel instead ([`pixelwise`]);
 //! 4. inverts the blend, and mixes the result with the prior by how much each can be trusted:
 //!    the inversion's error grows as noise and the opacity's uncertainty divided by
 //!    `1 - alpha`; the fill's grows with the texture around the pixel and its distance from
