@@ -241,6 +241,15 @@ fn inline(name: &str, input: &InputRef, limit: u64) -> Result<Bytes, ApiError> {
     Ok(bytes.into())
 }
 
+/// The job's image, inline and not empty.
+fn inline_image(input: &InputRef, limit: u64) -> Result<Bytes, ApiError> {
+    let image = inline("image", input, limit)?;
+    if image.is_empty() {
+        return Err(ApiError::bad_request("the image is empty"));
+    }
+    Ok(image)
+}
+
 /// A JSON `remove-watermark` submission.
 fn json_job(request: SubmitRequest, state: &AppState) -> Result<form::WatermarkForm, ApiError> {
     let options = request
@@ -248,10 +257,7 @@ fn json_job(request: SubmitRequest, state: &AppState) -> Result<form::WatermarkF
         .apply(&state.config.defaults)
         .map_err(|e| ApiError::bad_request(e.message))?;
     let limit = options.decode.max_input_bytes;
-    let image = inline("image", &request.image, limit)?;
-    if image.is_empty() {
-        return Err(ApiError::bad_request("the image is empty"));
-    }
+    let image = inline_image(&request.image, limit)?;
     let mask = request
         .mask
         .as_ref()
@@ -274,10 +280,7 @@ fn json_background(
     caller: &Caller,
 ) -> Result<Admission, ApiError> {
     let limit = state.config.background.decode.max_input_bytes;
-    let image = inline("image", &request.image, limit)?;
-    if image.is_empty() {
-        return Err(ApiError::bad_request("the image is empty"));
-    }
+    let image = inline_image(&request.image, limit)?;
     let background = request
         .bg_image
         .as_ref()

@@ -225,11 +225,10 @@ impl Segmenter {
             return Ok(Vec::new());
         }
         let batch = inputs.len();
-        let data: Vec<f32> = inputs.concat();
         let values = match &self.net {
             Net::Burn { net, device } => {
-                let x =
-                    Tensor::<4>::from_data(TensorData::new(data, [batch, 3, side, side]), device);
+                let data = TensorData::new(inputs.concat(), [batch, 3, side, side]);
+                let x = Tensor::<4>::from_data(data, device);
                 net.forward(x)
                     .into_data()
                     .try_to_vec::<f32>()
@@ -238,7 +237,7 @@ impl Segmenter {
             #[cfg(feature = "flex")]
             Net::Cpu(net) => {
                 // One channel: channels-last is already planar.
-                net.forward(&cpu::FeatureMap::from_planar(&data, batch, 3, side, side))
+                net.forward(&cpu::FeatureMap::from_planar_images(inputs, 3, side, side))
                     .data
             }
         };

@@ -42,10 +42,22 @@ impl FeatureMap {
         height: usize,
         width: usize,
     ) -> Self {
+        let images: Vec<&[f32]> = data.chunks_exact(channels * height * width).collect();
+        debug_assert_eq!(images.len(), batch);
+        Self::from_planar_images(&images, channels, height, width)
+    }
+
+    /// From a batch of planar images, each `[channels, height, width]`.
+    pub fn from_planar_images<I: AsRef<[f32]>>(
+        images: &[I],
+        channels: usize,
+        height: usize,
+        width: usize,
+    ) -> Self {
         let plane = height * width;
-        let mut out = Self::zeros(batch, height, width, channels);
-        for (n, image) in out.data.chunks_exact_mut(plane * channels).enumerate() {
-            let planes = &data[n * plane * channels..(n + 1) * plane * channels];
+        let mut out = Self::zeros(images.len(), height, width, channels);
+        for (image, planes) in out.data.chunks_exact_mut(plane * channels).zip(images) {
+            let planes = planes.as_ref();
             for (i, px) in image.chunks_exact_mut(channels).enumerate() {
                 for (c, v) in px.iter_mut().enumerate() {
                     *v = planes[c * plane + i];
@@ -94,10 +106,10 @@ impl FeatureMap {
             .enumerate()
             .for_each(|(row, out_row)| {
                 let (n, y) = (row / h, row % h);
-                let rows = (2 * y..(2 * y + 2).min(self.height)).collect::<Vec<_>>();
+                let rows = 2 * y..(2 * y + 2).min(self.height);
                 for (x, px) in out_row.chunks_exact_mut(c).enumerate() {
                     px.fill(f32::NEG_INFINITY);
-                    for &sy in &rows {
+                    for sy in rows.clone() {
                         for sx in 2 * x..(2 * x + 2).min(self.width) {
                             for (o, v) in px.iter_mut().zip(self.pixel(n, sy, sx)) {
                                 *o = o.max(*v);

@@ -45,8 +45,7 @@ fn check_conv(
 
 /// Takes `spec`'s weights from the file as a stride-1 Winograd convolution.
 fn winograd(spec: &ConvSpec, weights: &Weights, device: &Device) -> Result<Winograd, ModelError> {
-    let weight = weights.take(&format!("{}.weight", spec.path), &spec.weight_shape())?;
-    let bias = weights.take(&format!("{}.bias", spec.path), &[spec.output])?;
+    let (weight, bias) = spec.take(weights)?;
     Winograd::new(
         &weight,
         bias,
@@ -159,8 +158,7 @@ impl IsNet {
         let conv_in = layout
             .first()
             .ok_or_else(|| ModelError::Layout("empty layout".into()))?;
-        let weight = weights.take(&format!("{}.weight", conv_in.path), &conv_in.weight_shape())?;
-        let bias = weights.take(&format!("{}.bias", conv_in.path), &[conv_in.output])?;
+        let (weight, bias) = conv_in.take(weights)?;
         let conv_in = Strided::new(
             &weight,
             bias,

@@ -169,7 +169,7 @@ impl Winograd {
         let block = TILE * self.dilation;
         let tiles_per_block_row = self.dilation * self.dilation * width.div_ceil(block);
         let per_chunk = (TILE_BYTES / (4 * POSITIONS * self.input)).max(16);
-        let band_rows = block * per_chunk.div_ceil(tiles_per_block_row).max(1);
+        let band_rows = block * per_chunk.div_ceil(tiles_per_block_row);
         let mut out = FeatureMap::zeros(batch, height, width, self.output);
         let row = width * self.output;
         out.data
@@ -225,8 +225,10 @@ impl Winograd {
         let cin = self.input;
         let mut patches = vec![0.0f32; tiles.len() * POSITIONS * cin];
         let mut scratch = vec![0.0f32; POSITIONS * cin];
+        // What a patch reads beyond the image's edge (no input has more than `cin` channels).
+        let zeros = vec![0.0f32; cin];
         for (&origin, patch) in tiles.iter().zip(patches.chunks_exact_mut(POSITIONS * cin)) {
-            self.transform_patch(inputs, n, origin, &mut scratch, patch);
+            self.transform_patch(inputs, n, origin, (&mut scratch, &zeros), patch);
         }
         // [tiles, 36, in] viewed as [36, tiles, in], times [36, in, out].
         let products = Tensor::<3>::from_data(
@@ -260,11 +262,10 @@ impl Winograd {
         inputs: &[&FeatureMap],
         n: usize,
         (y0, x0): (usize, usize),
-        scratch: &mut [f32],
+        (scratch, zeros): (&mut [f32], &[f32]),
         patch: &mut [f32],
     ) {
         let (cin, d) = (self.input, self.dilation);
-        let zeros = vec![0.0f32; inputs.iter().map(|m| m.channels).max().unwrap_or(0)];
         let at = |origin: usize, i: usize, limit: usize| {
             (origin + d * i).checked_sub(d).filter(|&v| v < limit)
         };

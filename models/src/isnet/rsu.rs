@@ -33,6 +33,14 @@ impl ConvSpec {
     pub fn weight_shape(&self) -> [usize; 4] {
         [self.output, self.input, 3, 3]
     }
+
+    /// Takes this convolution's `<path>.weight` and `<path>.bias` from `weights`, shapes
+    /// checked.
+    pub(crate) fn take(&self, weights: &Weights) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
+        let weight = weights.take(&format!("{}.weight", self.path), &self.weight_shape())?;
+        let bias = weights.take(&format!("{}.bias", self.path), &[self.output])?;
+        Ok((weight, bias))
+    }
 }
 
 /// Where a network's convolutions come from: fresh random weights or a weight file.
@@ -55,8 +63,7 @@ impl ConvSource<'_> {
         };
         // Built straight from the file: no random initialisation to throw away (44 M weights
         // at start-up).
-        let weight = weights.take(&format!("{}.weight", spec.path), &spec.weight_shape())?;
-        let bias = weights.take(&format!("{}.bias", spec.path), &[spec.output])?;
+        let (weight, bias) = spec.take(weights)?;
         Ok(Conv2d {
             weight: Param::from_tensor(Tensor::from_data(
                 TensorData::new(weight, spec.weight_shape()),

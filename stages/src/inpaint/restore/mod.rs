@@ -85,7 +85,7 @@ pub(crate) fn restore(image: &mut Raster, mask: &Mask, prior: &Raster) {
     // such a mask goes pixel by pixel.
     let loose = own.iter().filter(|&&a| a < 0.5 * fit.opacity).count() as f32 / own.len() as f32;
     if loose > LOOSE_MASK {
-        return pixelwise::restore(image, mask, prior);
+        return pixelwise::restore(image, mask, prior, &interior);
     }
     let texture = texture_variance(prior, mask);
     let c = image.channels as usize;

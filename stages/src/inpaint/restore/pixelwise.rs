@@ -12,7 +12,7 @@
 //!    colour is too close to the photo, or the residual is large).
 
 use super::super::regions::label;
-use super::{alpha_of, copy_prior, interior_pixels, rgb};
+use super::{alpha_of, copy_prior, rgb};
 use crate::{Mask, Raster};
 
 /// The region's opacity is this quantile of the alphas of its inside pixels.
@@ -23,7 +23,7 @@ const BLEND_FROM: f32 = 0.78;
 const BLEND_TO: f32 = 0.93;
 
 /// Restores the masked pixels of `image` given the inpainted `prior` of the same image.
-pub(super) fn restore(image: &mut Raster, mask: &Mask, prior: &Raster) {
+pub(super) fn restore(image: &mut Raster, mask: &Mask, prior: &Raster, interior: &[bool]) {
     let (labels, count) = label(mask);
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); count];
     for (i, &l) in labels.iter().enumerate() {
@@ -31,9 +31,8 @@ pub(super) fn restore(image: &mut Raster, mask: &Mask, prior: &Raster) {
             members[l as usize - 1].push(i);
         }
     }
-    let interior = interior_pixels(mask);
     for pixels in &members {
-        restore_region(image, prior, pixels, &interior);
+        restore_region(image, prior, pixels, interior);
     }
 }
 
