@@ -6,25 +6,36 @@
 //! everywhere. The engine:
 //!
 //! 1. takes the `telea` fill as a prior for the photo;
-//! 2. estimates the opacity and colour once for the whole mark, by a robust (Huber) fit of
-//!    `observed = (1 - opacity) * prior + opacity * colour` over the mark's inside pixels near
-//!    its edge, where the fill is a good predictor of the photo (deep inside a large mark it is
-//!    not, and there it would pull the fit towards opacity 1);
-//! 3. gives every inside pixel whose own alpha (the projection of `observed - prior` on
-//!    `colour - prior`) is at least half the opacity that opacity, and every other masked
-//!    pixel its own alpha, at most the opacity; a mask with many inside pixels far below the
-//!    opacity (drawn or detected loosely) is restored pixel by pixel instead ([`pixelwise`]);
-//! 4. inverts the blend, and mixes the result with the prior by how much each can be trusted:
-//!    the inversion's error grows as noise and the opacity's uncertainty divided by
-//!    `1 - alpha`; the fill's grows with the texture around the pixel and its distance from
-//!    the mark's edge. Over a flat background the fill wins; over texture, the inversion.
+//! 2. splits the mask into its *core* (pixels with no unmasked pixel among their 8 neighbours,
+//!    nearly all fully covered by the mark) and its *rim* (the ring the mark's anti-aliased
+//!    edge passes through, partly covered);
+//! 3. estimates the opacity and colour once for the whole mark, by a robust (Huber) fit of
+//!    `observed = (1 - opacity) * prior + opacity * colour` over core pixels near the edge,
+//!    where the fill is a good predictor of the photo (deep inside a large mark it is not, and
+//!    there it would pull the fit towards opacity 1); the fit's standard error and the
+//!    disagreement between fits at two depths bound how far the opacity can be trusted;
+//! 4. gives core pixels whose own alpha (the projection of `observed - prior` on
+//!    `colour - prior`) is at least half the opacity that opacity, and each rim pixel its own
+//!    alpha against a local prior: the mean of its neighbours whose photo is known (unmasked
+//!    ones as observed, core ones inverted), which is much closer than the fill; a mask with
+//!    many inside pixels far below the opacity (drawn or detected loosely) is restored pixel by
+//!    pixel instead ([`pixelwise`]);
+//! 5. inverts the blend, and mixes the result with the fill by inverse-variance weights. The
+//!    inversion's error is the noise divided by `1 - alpha`, plus the opacity's uncertainty
+//!    times the pixel's distance from the fit's mean (an error in the slope moves a value in
+//!    proportion to that distance) and, on the rim, the colour's. The fill's error grows with
+//!    the photo's variance around the mark (measured on unmasked pixels and on the core's
+//!    inversion, which does not depend on the colour) and with the distance from the edge.
+//!    Over a flat background the fill wins; over texture, the inversion.
 
 mod pixelwise;
 
 use crate::{Mask, Raster};
 
-/// Inside pixels at most this far from the mask's edge take part in the fit.
+/// Core pixels at most this far from the mask's edge take part in the fit.
 const FIT_DEPTH: f32 = 4.0;
+/// The fewest pixels a fit is made from.
+const MIN_FIT: usize = 20;
 /// The highest opacity the fit may return (beyond it nothing is left to invert).
 const MAX_OPACITY: f32 = 0.95;
 /// Huber's threshold, in robust standard deviations of the fit's residual.
@@ -33,15 +44,21 @@ const HUBER: f32 = 1.5;
 const NOISE: f32 = 2.0;
 /// The least uncertainty of the fitted opacity.
 const OPACITY_ERROR: f32 = 0.02;
-/// Radius of the window whose variance measures the texture around a pixel.
-const TEXTURE_RADIUS: usize = 4;
+/// How many standard errors of the fit the opacity's uncertainty spans.
+const STANDARD_ERRORS: f32 = 3.0;
+/// Beyond this uncertainty of the opacity the mark is not inverted at all.
+const MAX_SPREAD: f32 = 0.25;
+/// The share of the opacity a core pixel next to the rim must show to count as fully covered.
+const FULL_SHARE: f32 = 0.8;
+/// Side of the blocks the texture's sums are kept in.
+const TEXTURE_BLOCK: usize = 8;
+/// Radius, in blocks, of the window whose variance measures the photo's texture around a
+/// pixel (4 blocks: a window of 72 px).
+const TEXTURE_BLOCKS: usize = 4;
 /// How the fill's error variance grows with the texture's variance.
-const TEXTURE_WEIGHT: f32 = 2.0;
+const TEXTURE_WEIGHT: f32 = 1.0;
 /// How the fill's error (levels) grows with each pixel of distance from the mask's edge.
-const DEPTH_WEIGHT: f32 = 0.5;
-/// How many times their combined variance the squared gap between the inversion and the
-/// fill may reach before the inversion is distrusted.
-const CONSISTENCY: f32 = 8.0;
+const DEPTH_WEIGHT: f32 = 1.0;
 /// The share of a mask's inside pixels far below the opacity above which the mask is loose.
 const LOOSE_MASK: f32 = 0.2;
 
@@ -53,17 +70,18 @@ pub(crate) fn restore(image: &mut Raster, mask: &Mask, prior: &Raster) {
     if image.channels < 3 || masked.len() < 4 {
         return copy_prior(image, prior, &masked);
     }
-    let interior = interior_pixels(mask);
+    let chessboard = chessboard_depth(mask);
+    let core: Vec<bool> = chessboard.iter().map(|&d| d >= 2).collect();
     let depth = depth(mask);
     let mut fit_set: Vec<usize> = masked
         .iter()
         .copied()
-        .filter(|&i| interior[i] && depth[i] <= FIT_DEPTH)
+        .filter(|&i| core[i] && depth[i] <= FIT_DEPTH)
         .collect();
-    if fit_set.len() < 20 {
-        fit_set = masked.iter().copied().filter(|&i| interior[i]).collect();
+    if fit_set.len() < MIN_FIT {
+        fit_set = masked.iter().copied().filter(|&i| core[i]).collect();
     }
-    if fit_set.len() < 20 {
+    if fit_set.len() < MIN_FIT {
         fit_set.clone_from(&masked);
     }
     let obs: Vec<[f32; 3]> = fit_set.iter().map(|&i| rgb(image, i)).collect();
@@ -85,37 +103,53 @@ pub(crate) fn restore(image: &mut Raster, mask: &Mask, prior: &Raster) {
     // such a mask goes pixel by pixel.
     let loose = own.iter().filter(|&&a| a < 0.5 * fit.opacity).count() as f32 / own.len() as f32;
     if loose > LOOSE_MASK {
-        return pixelwise::restore(image, mask, prior, &interior);
+        return pixelwise::restore(image, mask, prior, &interior_pixels(mask));
     }
-    let texture = texture_variance(prior, mask);
+    // An opacity known only this loosely cannot be inverted (a mark over a background of its
+    // own colour, a handful of pixels): the fill is kept.
+    let spread = (STANDARD_ERRORS * fit.opacity_error).max(OPACITY_ERROR);
+    if spread > MAX_SPREAD {
+        return copy_prior(image, prior, &masked);
+    }
+    let op = fit.opacity;
+    let full = fully_covered(image, mask, prior, &fit, &chessboard);
+    let texture = texture_variance(image, mask, &full, 1.0 - op);
+    let colour_spread = (0..3)
+        .map(|k| (fit.colour[k] - fit.mean_prior[k]).powi(2))
+        .sum::<f32>()
+        / 3.0;
     let c = image.channels as usize;
+    let source = image.clone();
     for &i in &masked {
-        let (o, p) = (rgb(image, i), rgb(prior, i));
-        // Inside, a pixel whose own alpha is near the opacity takes it; one far below it is
-        // not under the mark (a mask drawn or detected too generously) and keeps its own.
-        let own = alpha_of(o, p, fit.colour).min(fit.opacity);
-        let alpha = if interior[i] && own >= 0.5 * fit.opacity {
-            fit.opacity
+        let (o, p) = (rgb(&source, i), rgb(prior, i));
+        // The rim's own alpha, against the photo its known neighbours show.
+        let alpha = if full[i] {
+            op
         } else {
-            own
+            let local = local_prior(&source, mask, &full, &fit, i, 1).unwrap_or(p);
+            alpha_of(o, local, fit.colour).min(op)
         };
         let keep = (1.0 - alpha).max(0.05);
         let inverted = [0, 1, 2].map(|k| ((o[k] - alpha * fit.colour[k]) / keep).clamp(0.0, 255.0));
-        let spread = (0..3)
-            .map(|k| (inverted[k] - fit.colour[k]).powi(2))
+        // An error in the slope moves a value in proportion to its distance from the fit's
+        // centre; on the rim the colour's error adds in proportion to the alpha.
+        let distance = (0..3)
+            .map(|k| (inverted[k] - fit.mean_prior[k]).powi(2))
             .sum::<f32>()
             / 3.0;
-        let var_inverted = (NOISE * NOISE + fit.opacity_error.powi(2) * spread) / (keep * keep);
+        let mut var_inverted = (NOISE * NOISE + spread * spread * distance) / (keep * keep);
+        if !full[i] {
+            var_inverted += (alpha / keep).powi(2) * spread * spread * colour_spread / op.powi(2);
+        }
         let var_prior = 1.0 + TEXTURE_WEIGHT * texture[i] + (DEPTH_WEIGHT * depth[i]).powi(2);
-        // Two estimates of one value should differ by about their combined spread; where
-        // they differ by far more, the mark's model does not hold here (a wrong opacity, a
-        // second colour) and the inversion is trusted the less.
-        let gap = (0..3).map(|k| (inverted[k] - p[k]).powi(2)).sum::<f32>() / 3.0;
-        let expected = CONSISTENCY * (var_prior + var_inverted);
-        let var_inverted = var_inverted * (gap / expected).max(1.0);
-        let w = var_prior / (var_prior + var_inverted);
+        // At the opacity's cap nothing is left to invert (the mark is opaque there).
+        let weight = if alpha >= MAX_OPACITY {
+            0.0
+        } else {
+            var_prior / (var_prior + var_inverted)
+        };
         for k in 0..3 {
-            let v = w * inverted[k] + (1.0 - w) * p[k];
+            let v = weight * inverted[k] + (1.0 - weight) * p[k];
             image.data[i * c + k] = v.round().clamp(0.0, 255.0) as u8;
         }
         if c == 4 {
@@ -124,13 +158,84 @@ pub(crate) fn restore(image: &mut Raster, mask: &Mask, prior: &Raster) {
     }
 }
 
+/// Which masked pixels the mark covers fully. A core pixel is, when its own alpha against the
+/// fill is at least half the opacity; one next to the rim (an unmasked pixel within 2) stays
+/// so only if its own alpha against its known neighbours within 2 (unmasked ones as
+/// observed, fully covered ones inverted) reaches [`FULL_SHARE`] of the opacity: the inner
+/// corners and thin parts of strokes are anti-aliased too, and inverting them with the
+/// opacity would be far off.
+fn fully_covered(
+    image: &Raster,
+    mask: &Mask,
+    prior: &Raster,
+    fit: &Blend,
+    chessboard: &[u32],
+) -> Vec<bool> {
+    let full: Vec<bool> = (0..mask.data.len())
+        .map(|i| {
+            chessboard[i] >= 2
+                && alpha_of(rgb(image, i), rgb(prior, i), fit.colour) >= 0.5 * fit.opacity
+        })
+        .collect();
+    (0..mask.data.len())
+        .map(|i| {
+            if !full[i] || chessboard[i] > 2 {
+                return full[i];
+            }
+            local_prior(image, mask, &full, fit, i, 2).is_none_or(|local| {
+                alpha_of(rgb(image, i), local, fit.colour) >= FULL_SHARE * fit.opacity
+            })
+        })
+        .collect()
+}
+
+/// The mean photo around masked pixel `i`: its neighbours within `radius` (not itself) whose
+/// photo is known, unmasked ones as observed and fully covered ones inverted. `None` when
+/// none is known.
+fn local_prior(
+    image: &Raster,
+    mask: &Mask,
+    full: &[bool],
+    fit: &Blend,
+    i: usize,
+    radius: usize,
+) -> Option<[f32; 3]> {
+    let (w, h) = (mask.width as usize, mask.height as usize);
+    let (x, y) = (i % w, i / w);
+    let keep = 1.0 - fit.opacity;
+    let mut sum = [0f32; 3];
+    let mut n = 0f32;
+    for ny in y.saturating_sub(radius)..(y + radius + 1).min(h) {
+        for nx in x.saturating_sub(radius)..(x + radius + 1).min(w) {
+            let j = ny * w + nx;
+            let o = rgb(image, j);
+            let value = if j == i {
+                continue;
+            } else if mask.data[j] == 0 {
+                o
+            } else if full[j] {
+                [0, 1, 2].map(|k| ((o[k] - fit.opacity * fit.colour[k]) / keep).clamp(0.0, 255.0))
+            } else {
+                continue;
+            };
+            for k in 0..3 {
+                sum[k] += value[k];
+            }
+            n += 1.0;
+        }
+    }
+    (n > 0.0).then(|| sum.map(|s| s / n))
+}
+
 /// A mark's colour and opacity, as fitted.
 #[derive(Debug, Clone, Copy)]
 struct Blend {
     colour: [f32; 3],
     opacity: f32,
-    /// Standard error of the opacity (at least [`OPACITY_ERROR`]).
+    /// Standard error of the opacity.
     opacity_error: f32,
+    /// The weighted mean of the prior over the pixels fitted: the fit's centre.
+    mean_prior: [f32; 3],
 }
 
 /// Fits `obs = s * prior + c` (one slope for the three channels, one offset each) by
@@ -139,12 +244,14 @@ struct Blend {
 fn fit_blend(prior: &[[f32; 3]], obs: &[[f32; 3]]) -> Option<Blend> {
     let mut weights = vec![1f32; prior.len()];
     let (mut slope, mut offset, mut error) = (1f32, [0f32; 3], 1f32);
+    let mut centre = [0f32; 3];
     for _ in 0..6 {
         let total: f32 = weights.iter().sum();
         let mean = |v: &[[f32; 3]]| {
             [0, 1, 2].map(|k| v.iter().zip(&weights).map(|(p, w)| w * p[k]).sum::<f32>() / total)
         };
         let (pm, om) = (mean(prior), mean(obs));
+        centre = pm;
         let (mut cov, mut var) = (0f32, 0f32);
         for ((p, o), w) in prior.iter().zip(obs).zip(&weights) {
             for k in 0..3 {
@@ -178,7 +285,8 @@ fn fit_blend(prior: &[[f32; 3]], obs: &[[f32; 3]]) -> Option<Blend> {
     Some(Blend {
         colour,
         opacity,
-        opacity_error: error.max(OPACITY_ERROR),
+        opacity_error: error,
+        mean_prior: centre,
     })
 }
 
@@ -188,6 +296,13 @@ fn median(mut v: Vec<f32>) -> f32 {
     }
     let mid = v.len() / 2;
     *v.select_nth_unstable_by(mid, f32::total_cmp).1
+}
+
+/// Each pixel's chessboard distance to the nearest unmasked pixel (0 outside the mask; the
+/// border of the image counts as masked): 1 on the ring an anti-aliased edge passes through,
+/// 2 or more in the mark's core.
+fn chessboard_depth(mask: &Mask) -> Vec<u32> {
+    chamfer(mask, 1.0).into_iter().map(|d| d as u32).collect()
 }
 
 /// Pixels whose 4 neighbours are all masked (the border of the image counts as masked).
@@ -210,6 +325,11 @@ fn interior_pixels(mask: &Mask) -> Vec<bool> {
 /// Each pixel's distance to the nearest unmasked pixel (0 outside the mask), by a two-pass
 /// chamfer transform (steps 1 and 1.4).
 fn depth(mask: &Mask) -> Vec<f32> {
+    chamfer(mask, std::f32::consts::SQRT_2)
+}
+
+/// A two-pass chamfer distance transform: straight steps cost 1, diagonal ones `diagonal`.
+fn chamfer(mask: &Mask, diagonal: f32) -> Vec<f32> {
     let (w, h) = (mask.width as usize, mask.height as usize);
     let far = (w + h) as f32;
     let mut d: Vec<f32> = mask
@@ -217,7 +337,6 @@ fn depth(mask: &Mask) -> Vec<f32> {
         .iter()
         .map(|&m| if m != 0 { far } else { 0.0 })
         .collect();
-    let diagonal = std::f32::consts::SQRT_2;
     for y in 0..h {
         for x in 0..w {
             let i = y * w + x;
@@ -259,53 +378,74 @@ fn depth(mask: &Mask) -> Vec<f32> {
     d
 }
 
-/// The variance of the prior's luma in a square window around each masked pixel (0 elsewhere),
-/// from summed-area tables over the mask's bounding box plus the window.
-fn texture_variance(prior: &Raster, mask: &Mask) -> Vec<f32> {
+/// The photo's variance in a square window around each masked pixel (0 elsewhere), pooled
+/// over the two kinds of pixel whose photo is known up to an offset: unmasked pixels (luma as
+/// observed) and fully covered ones (luma divided by `keep`, so the colour's error cancels in
+/// their differences). Each kind's variance is weighted by its count in the window. The
+/// texture varies slowly, so the sums are kept per block of [`TEXTURE_BLOCK`] pixels and the
+/// window is the `2 * TEXTURE_BLOCKS + 1` blocks square around a pixel's block: memory stays a
+/// small fraction of the image's.
+fn texture_variance(image: &Raster, mask: &Mask, full: &[bool], keep: f32) -> Vec<f32> {
     let (w, h) = (mask.width as usize, mask.height as usize);
     let mut out = vec![0f32; w * h];
-    let Some(bbox) = super::bounding_box(mask) else {
-        return out;
-    };
-    let r = TEXTURE_RADIUS;
-    let (x0, y0) = (
-        (bbox.x0 as usize).saturating_sub(r),
-        (bbox.y0 as usize).saturating_sub(r),
-    );
-    let (x1, y1) = ((bbox.x1 as usize + r).min(w), (bbox.y1 as usize + r).min(h));
-    let (bw, bh) = (x1 - x0, y1 - y0);
-    // Tables with a zero row and column in front: sums[(y + 1) * (bw + 1) + x + 1].
-    let mut sums = vec![0f64; (bw + 1) * (bh + 1)];
-    let mut squares = sums.clone();
-    for y in 0..bh {
-        let (mut row, mut row2) = (0f64, 0f64);
-        for x in 0..bw {
-            let p = rgb(prior, (y0 + y) * w + x0 + x);
+    let b = TEXTURE_BLOCK;
+    let (bw, bh) = (w.div_ceil(b), h.div_ceil(b));
+    // Per block and kind (0 unmasked, 1 fully covered): count, sum and sum of squares.
+    let mut blocks = vec![[0f64; 6]; bw * bh];
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            let p = rgb(image, i);
             let luma = f64::from(p[0] + p[1] + p[2]) / 3.0;
-            row += luma;
-            row2 += luma * luma;
-            let at = (y + 1) * (bw + 1) + x + 1;
-            sums[at] = sums[at - bw - 1] + row;
-            squares[at] = squares[at - bw - 1] + row2;
+            let (kind, v) = if mask.data[i] == 0 {
+                (0, luma)
+            } else if full[i] {
+                (3, luma / f64::from(keep.max(0.05)))
+            } else {
+                continue;
+            };
+            let block = &mut blocks[(y / b) * bw + x / b];
+            block[kind] += 1.0;
+            block[kind + 1] += v;
+            block[kind + 2] += v * v;
         }
     }
-    let window = |t: &[f64], xa: usize, ya: usize, xb: usize, yb: usize| {
-        t[yb * (bw + 1) + xb] - t[ya * (bw + 1) + xb] - t[yb * (bw + 1) + xa]
-            + t[ya * (bw + 1) + xa]
-    };
-    for y in y0..y1 {
-        for x in x0..x1 {
-            let i = y * w + x;
-            if mask.data[i] == 0 {
-                continue;
+    // Summed-area table over the blocks, with a zero row and column in front.
+    let mut table = vec![[0f64; 6]; (bw + 1) * (bh + 1)];
+    for by in 0..bh {
+        let mut row = [0f64; 6];
+        for bx in 0..bw {
+            let at = (by + 1) * (bw + 1) + bx + 1;
+            for k in 0..6 {
+                row[k] += blocks[by * bw + bx][k];
+                table[at][k] = table[at - bw - 1][k] + row[k];
             }
-            let (lx, ly) = (x - x0, y - y0);
-            let (xa, ya) = (lx.saturating_sub(r), ly.saturating_sub(r));
-            let (xb, yb) = ((lx + r + 1).min(bw), (ly + r + 1).min(bh));
-            let n = ((xb - xa) * (yb - ya)) as f64;
-            let mean = window(&sums, xa, ya, xb, yb) / n;
-            let var = window(&squares, xa, ya, xb, yb) / n - mean * mean;
-            out[i] = var.max(0.0) as f32;
+        }
+    }
+    let r = TEXTURE_BLOCKS;
+    let mut variance = vec![0f32; bw * bh];
+    for by in 0..bh {
+        for bx in 0..bw {
+            let (xa, ya) = (bx.saturating_sub(r), by.saturating_sub(r));
+            let (xb, yb) = ((bx + r + 1).min(bw), (by + r + 1).min(bh));
+            let t = |x: usize, y: usize| table[y * (bw + 1) + x];
+            let (p, q, u, v) = (t(xb, yb), t(xb, ya), t(xa, yb), t(xa, ya));
+            let s: [f64; 6] = std::array::from_fn(|k| p[k] - q[k] - u[k] + v[k]);
+            let mut pooled = 0f64;
+            for (n, sum, squares) in [(s[0], s[1], s[2]), (s[3], s[4], s[5])] {
+                if n > 0.0 {
+                    pooled += (squares - sum * sum / n).max(0.0);
+                }
+            }
+            let n = s[0] + s[3];
+            if n > 0.0 {
+                variance[by * bw + bx] = (pooled / n) as f32;
+            }
+        }
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        if mask.data[i] != 0 {
+            *o = variance[(i / w / b) * bw + (i % w) / b];
         }
     }
     out
@@ -472,6 +612,119 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A textured photo under thick strokes whose edges are anti-aliased (the rim's alpha a
+    /// share of the opacity, as a font renderer makes it): the rim's own alphas are found
+    /// against the known neighbours, and the whole mark comes back far closer than the fill.
+    #[test]
+    fn unblends_anti_aliased_edges() {
+        let (w, h) = (96u32, 64u32);
+        let mut photo = Raster::filled(w, h, 3, 0);
+        for y in 0..h {
+            for x in 0..w {
+                let (fx, fy) = (x as f32, y as f32);
+                let v = [
+                    120.0 + 60.0 * (fx / 4.0).sin() + 20.0 * (fy / 6.0).cos(),
+                    100.0 + 40.0 * (fx / 7.0 + fy / 5.0).sin(),
+                    90.0 + 50.0 * (fy / 3.0).sin() * (fx / 9.0).cos(),
+                ];
+                photo.pixel_mut(x, y).copy_from_slice(&v.map(|c| c.round() as u8));
+            }
+        }
+        // Vertical strokes 5.5 px wide starting at a fractional x: the first and last column
+        // of each stroke is partly covered.
+        let opacity = 0.45f32;
+        let mut marked = photo.clone();
+        let mut mask = Mask::new(w, h);
+        let mut rim = Mask::new(w, h);
+        for stroke in 0..6u32 {
+            let x0 = 8.3 + stroke as f32 * 14.0;
+            let x1 = x0 + 5.5;
+            for x in (x0.floor() as u32)..=(x1.floor() as u32) {
+                let coverage = ((x as f32 + 1.0).min(x1) - (x as f32).max(x0)).clamp(0.0, 1.0);
+                let a = (opacity * coverage * 255.0).round() as u32;
+                for y in 10..54 {
+                    if a == 0 {
+                        continue;
+                    }
+                    mask.set(x, y, true);
+                    if coverage < 1.0 {
+                        rim.set(x, y, true);
+                    }
+                    for v in marked.pixel_mut(x, y) {
+                        *v = ((*v as u32 * (255 - a) + 255 * a) as f32 / 255.0 + 0.5) as u8;
+                    }
+                }
+            }
+        }
+        let run = |engine| {
+            let mut out = marked.clone();
+            let params = InpaintParams {
+                engine,
+                ..Default::default()
+            };
+            inpaint::inpaint(&mut out, &mask, &params);
+            out
+        };
+        let (telea, restored) = (run(Engine::Telea), run(Engine::Restore));
+        let score = |r: &Raster, m: &Mask| crate::quality::psnr(r, &photo, Some(m));
+        let (rim_telea, rim_restore) = (score(&telea, &rim), score(&restored, &rim));
+        let (all_telea, all_restore) = (score(&telea, &mask), score(&restored, &mask));
+        assert!(
+            rim_restore > rim_telea + 8.0 && all_restore > all_telea + 10.0,
+            "rim {rim_restore:.2} vs {rim_telea:.2} dB, mask {all_restore:.2} vs {all_telea:.2} dB"
+        );
+    }
+
+    /// Over a flat, noisy background the fill barely varies, so the mark's opacity cannot be
+    /// told from its colour: restore keeps the fill exactly instead of inverting a guess.
+    #[test]
+    fn an_unknowable_opacity_keeps_the_fill() {
+        let mut image = Raster::filled(40, 40, 3, 0);
+        let mut seed = 11u32;
+        for y in 0..40u32 {
+            for x in 0..40u32 {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                let v = (96 + (seed >> 16) % 9) as u8;
+                image.pixel_mut(x, y).fill(v);
+            }
+        }
+        let mut mask = Mask::new(40, 40);
+        for y in 14..26 {
+            for x in 12..28 {
+                mask.set(x, y, true);
+                for v in image.pixel_mut(x, y) {
+                    *v = ((*v as u32 * 128 + 255 * 127) as f32 / 255.0 + 0.5) as u8;
+                }
+            }
+        }
+        let mut telea = image.clone();
+        let mut restored = image.clone();
+        for (out, engine) in [(&mut telea, Engine::Telea), (&mut restored, Engine::Restore)] {
+            let params = InpaintParams {
+                engine,
+                ..Default::default()
+            };
+            inpaint::inpaint(out, &mask, &params);
+        }
+        assert_eq!(telea.data, restored.data);
+    }
+
+    #[test]
+    fn chessboard_depth_counts_rings() {
+        let mut mask = Mask::new(7, 7);
+        for y in 1..6 {
+            for x in 1..6 {
+                mask.set(x, y, true);
+            }
+        }
+        let d = chessboard_depth(&mask);
+        assert_eq!(d[0], 0);
+        assert_eq!(d[7 + 1], 1);
+        assert_eq!(d[2 * 7 + 2], 2);
+        assert_eq!(d[3 * 7 + 3], 3);
+        assert_eq!(d[3 * 7 + 1], 1);
     }
 
     #[test]
