@@ -118,40 +118,48 @@ pub(crate) fn restore(image: &mut Raster, mask: &Mask, prior: &Raster) {
         .map(|k| (fit.colour[k] - fit.mean_prior[k]).powi(2))
         .sum::<f32>()
         / 3.0;
+    // Every pixel is computed from the input (rim pixels read their neighbours), then written.
+    let restored: Vec<[u8; 3]> = masked
+        .iter()
+        .map(|&i| {
+            let (o, p) = (rgb(image, i), rgb(prior, i));
+            // The rim's own alpha, against the photo its known neighbours show.
+            let alpha = if full[i] {
+                op
+            } else {
+                let local = local_prior(image, mask, &full, &fit, i, 1).unwrap_or(p);
+                alpha_of(o, local, fit.colour).min(op)
+            };
+            let keep = (1.0 - alpha).max(0.05);
+            let inverted = fit.invert(o, alpha);
+            // An error in the slope moves a value in proportion to its distance from the fit's
+            // centre; on the rim the colour's error adds in proportion to the alpha.
+            let distance = (0..3)
+                .map(|k| (inverted[k] - fit.mean_prior[k]).powi(2))
+                .sum::<f32>()
+                / 3.0;
+            let mut var_inverted = (NOISE * NOISE + spread * spread * distance) / (keep * keep);
+            if !full[i] {
+                var_inverted += (alpha / keep).powi(2) * spread * spread * colour_spread
+                    / op.max(1e-3).powi(2);
+            }
+            let var_prior = 1.0 + TEXTURE_WEIGHT * texture[i] + (DEPTH_WEIGHT * depth[i]).powi(2);
+            // At the opacity's cap nothing is left to invert (the mark is opaque there).
+            let weight = if alpha >= MAX_OPACITY {
+                0.0
+            } else {
+                var_prior / (var_prior + var_inverted)
+            };
+            [0, 1, 2].map(|k| {
+                (weight * inverted[k] + (1.0 - weight) * p[k])
+                    .round()
+                    .clamp(0.0, 255.0) as u8
+            })
+        })
+        .collect();
     let c = image.channels as usize;
-    let source = image.clone();
-    for &i in &masked {
-        let (o, p) = (rgb(&source, i), rgb(prior, i));
-        // The rim's own alpha, against the photo its known neighbours show.
-        let alpha = if full[i] {
-            op
-        } else {
-            let local = local_prior(&source, mask, &full, &fit, i, 1).unwrap_or(p);
-            alpha_of(o, local, fit.colour).min(op)
-        };
-        let keep = (1.0 - alpha).max(0.05);
-        let inverted = [0, 1, 2].map(|k| ((o[k] - alpha * fit.colour[k]) / keep).clamp(0.0, 255.0));
-        // An error in the slope moves a value in proportion to its distance from the fit's
-        // centre; on the rim the colour's error adds in proportion to the alpha.
-        let distance = (0..3)
-            .map(|k| (inverted[k] - fit.mean_prior[k]).powi(2))
-            .sum::<f32>()
-            / 3.0;
-        let mut var_inverted = (NOISE * NOISE + spread * spread * distance) / (keep * keep);
-        if !full[i] {
-            var_inverted += (alpha / keep).powi(2) * spread * spread * colour_spread / op.powi(2);
-        }
-        let var_prior = 1.0 + TEXTURE_WEIGHT * texture[i] + (DEPTH_WEIGHT * depth[i]).powi(2);
-        // At the opacity's cap nothing is left to invert (the mark is opaque there).
-        let weight = if alpha >= MAX_OPACITY {
-            0.0
-        } else {
-            var_prior / (var_prior + var_inverted)
-        };
-        for k in 0..3 {
-            let v = weight * inverted[k] + (1.0 - weight) * p[k];
-            image.data[i * c + k] = v.round().clamp(0.0, 255.0) as u8;
-        }
+    for (&i, value) in masked.iter().zip(restored) {
+        image.data[i * c..i * c + 3].copy_from_slice(&value);
         if c == 4 {
             image.data[i * c + 3] = prior.data[i * c + 3];
         }
@@ -202,19 +210,17 @@ fn local_prior(
 ) -> Option<[f32; 3]> {
     let (w, h) = (mask.width as usize, mask.height as usize);
     let (x, y) = (i % w, i / w);
-    let keep = 1.0 - fit.opacity;
     let mut sum = [0f32; 3];
     let mut n = 0f32;
     for ny in y.saturating_sub(radius)..(y + radius + 1).min(h) {
         for nx in x.saturating_sub(radius)..(x + radius + 1).min(w) {
             let j = ny * w + nx;
-            let o = rgb(image, j);
             let value = if j == i {
                 continue;
             } else if mask.data[j] == 0 {
-                o
+                rgb(image, j)
             } else if full[j] {
-                [0, 1, 2].map(|k| ((o[k] - fit.opacity * fit.colour[k]) / keep).clamp(0.0, 255.0))
+                fit.invert(rgb(image, j), fit.opacity)
             } else {
                 continue;
             };
@@ -236,6 +242,14 @@ struct Blend {
     opacity_error: f32,
     /// The weighted mean of the prior over the pixels fitted: the fit's centre.
     mean_prior: [f32; 3],
+}
+
+impl Blend {
+    /// The photo under observed value `o` where the mark's alpha is `alpha`.
+    fn invert(&self, o: [f32; 3], alpha: f32) -> [f32; 3] {
+        let keep = (1.0 - alpha).max(0.05);
+        [0, 1, 2].map(|k| ((o[k] - alpha * self.colour[k]) / keep).clamp(0.0, 255.0))
+    }
 }
 
 /// Fits `obs = s * prior + c` (one slope for the three channels, one offset each) by
@@ -388,12 +402,20 @@ fn chamfer(mask: &Mask, diagonal: f32) -> Vec<f32> {
 fn texture_variance(image: &Raster, mask: &Mask, full: &[bool], keep: f32) -> Vec<f32> {
     let (w, h) = (mask.width as usize, mask.height as usize);
     let mut out = vec![0f32; w * h];
-    let b = TEXTURE_BLOCK;
+    let Some(bbox) = super::bounding_box(mask) else {
+        return out;
+    };
+    let (b, r) = (TEXTURE_BLOCK, TEXTURE_BLOCKS);
     let (bw, bh) = (w.div_ceil(b), h.div_ceil(b));
+    // Only blocks within the window of a masked pixel's block are ever read.
+    let (xs, ys) = (
+        (bbox.x0 as usize / b).saturating_sub(r) * b..((bbox.x1 as usize).div_ceil(b) + r).min(bw) * b,
+        (bbox.y0 as usize / b).saturating_sub(r) * b..((bbox.y1 as usize).div_ceil(b) + r).min(bh) * b,
+    );
     // Per block and kind (0 unmasked, 1 fully covered): count, sum and sum of squares.
     let mut blocks = vec![[0f64; 6]; bw * bh];
-    for y in 0..h {
-        for x in 0..w {
+    for y in ys.start..ys.end.min(h) {
+        for x in xs.start..xs.end.min(w) {
             let i = y * w + x;
             let p = rgb(image, i);
             let luma = f64::from(p[0] + p[1] + p[2]) / 3.0;
@@ -422,7 +444,6 @@ fn texture_variance(image: &Raster, mask: &Mask, full: &[bool], keep: f32) -> Ve
             }
         }
     }
-    let r = TEXTURE_BLOCKS;
     let mut variance = vec![0f32; bw * bh];
     for by in 0..bh {
         for bx in 0..bw {
@@ -443,9 +464,11 @@ fn texture_variance(image: &Raster, mask: &Mask, full: &[bool], keep: f32) -> Ve
             }
         }
     }
-    for (i, o) in out.iter_mut().enumerate() {
-        if mask.data[i] != 0 {
-            *o = variance[(i / w / b) * bw + (i % w) / b];
+    for y in bbox.y0 as usize..bbox.y1 as usize {
+        for x in bbox.x0 as usize..bbox.x1 as usize {
+            if mask.data[y * w + x] != 0 {
+                out[y * w + x] = variance[(y / b) * bw + x / b];
+            }
         }
     }
     out
@@ -493,6 +516,17 @@ mod tests {
     use crate::inpaint;
     use unmark_schemas::params::{Engine, InpaintParams};
 
+    /// `image` with `mask` inpainted by `engine` at the default settings.
+    fn inpainted(image: &Raster, mask: &Mask, engine: Engine) -> Raster {
+        let mut out = image.clone();
+        let params = InpaintParams {
+            engine,
+            ..Default::default()
+        };
+        inpaint::inpaint(&mut out, mask, &params);
+        out
+    }
+
     /// A textured photo with a half-transparent white square on it, blended exactly as the
     /// eval set does, comes back closer to the photo than inpainting gets.
     #[test]
@@ -520,18 +554,8 @@ mod tests {
                 }
             }
         }
-        let mut telea = marked.clone();
-        let params = InpaintParams {
-            engine: Engine::Telea,
-            ..Default::default()
-        };
-        inpaint::inpaint(&mut telea, &mask, &params);
-        let mut restored = marked.clone();
-        let params = InpaintParams {
-            engine: Engine::Restore,
-            ..Default::default()
-        };
-        inpaint::inpaint(&mut restored, &mask, &params);
+        let telea = inpainted(&marked, &mask, Engine::Telea);
+        let restored = inpainted(&marked, &mask, Engine::Restore);
         let p_telea = crate::quality::psnr(&telea, &photo, Some(&mask));
         let p_restore = crate::quality::psnr(&restored, &photo, Some(&mask));
         // Measured: 34.2 dB against telea's 29.4 on this high-frequency texture, where the
@@ -593,18 +617,8 @@ mod tests {
                 }
             }
         }
-        let mut telea = image.clone();
-        let mut restored = image.clone();
-        for (out, engine) in [
-            (&mut telea, Engine::Telea),
-            (&mut restored, Engine::Restore),
-        ] {
-            let params = InpaintParams {
-                engine,
-                ..Default::default()
-            };
-            inpaint::inpaint(out, &mask, &params);
-        }
+        let telea = inpainted(&image, &mask, Engine::Telea);
+        let restored = inpainted(&image, &mask, Engine::Restore);
         for y in 0..h {
             for x in 0..w {
                 for (a, b) in telea.pixel(x, y).iter().zip(restored.pixel(x, y)) {
@@ -658,16 +672,8 @@ mod tests {
                 }
             }
         }
-        let run = |engine| {
-            let mut out = marked.clone();
-            let params = InpaintParams {
-                engine,
-                ..Default::default()
-            };
-            inpaint::inpaint(&mut out, &mask, &params);
-            out
-        };
-        let (telea, restored) = (run(Engine::Telea), run(Engine::Restore));
+        let telea = inpainted(&marked, &mask, Engine::Telea);
+        let restored = inpainted(&marked, &mask, Engine::Restore);
         let score = |r: &Raster, m: &Mask| crate::quality::psnr(r, &photo, Some(m));
         let (rim_telea, rim_restore) = (score(&telea, &rim), score(&restored, &rim));
         let (all_telea, all_restore) = (score(&telea, &mask), score(&restored, &mask));
@@ -699,15 +705,8 @@ mod tests {
                 }
             }
         }
-        let mut telea = image.clone();
-        let mut restored = image.clone();
-        for (out, engine) in [(&mut telea, Engine::Telea), (&mut restored, Engine::Restore)] {
-            let params = InpaintParams {
-                engine,
-                ..Default::default()
-            };
-            inpaint::inpaint(out, &mask, &params);
-        }
+        let telea = inpainted(&image, &mask, Engine::Telea);
+        let restored = inpainted(&image, &mask, Engine::Restore);
         assert_eq!(telea.data, restored.data);
     }
 
@@ -737,11 +736,7 @@ mod tests {
                 mask.set(x, y, true);
             }
         }
-        let params = InpaintParams {
-            engine: Engine::Restore,
-            ..Default::default()
-        };
-        inpaint::inpaint(&mut image, &mask, &params);
-        assert_eq!(image.pixel(20, 15), [90, 90, 90]);
+        let restored = inpainted(&image, &mask, Engine::Restore);
+        assert_eq!(restored.pixel(20, 15), [90, 90, 90]);
     }
 }
