@@ -31,7 +31,13 @@ pub(crate) fn detect(image: &Raster) -> Mask {
 
 /// Masked PSNR of removal (the default engine) with `mask` grown by `grow` pixels, on the true
 /// mask's pixels.
-pub(crate) fn removal_psnr(image: &Raster, mask: &Mask, grow: u32, clean: &Raster, truth: &Mask) -> f64 {
+pub(crate) fn removal_psnr(
+    image: &Raster,
+    mask: &Mask,
+    grow: u32,
+    clean: &Raster,
+    truth: &Mask,
+) -> f64 {
     let mut options = WatermarkOptions::default();
     options.detect.mask_dilate = grow;
     let out = unmark_stages::remove_watermark_pixels(image, mask, &options).expect("remove");
@@ -82,12 +88,13 @@ fn detector_finds_the_dev_marks() {
 }
 
 /// Floors a little under what the built-in weights measure on the dev set (see the README).
-/// Measured with the committed weights: mean F1 0.347, the weakest kind (text_corner) 0.225,
-/// removal 20.97 dB with the detected mask against 31.16 dB with the true one (67%). The share
-/// fell as `restore` improved with exact masks (27.42 dB, then 29.34, now 31.16) while a
-/// detected mask gains little: the floor follows the measurement, not the goal (95%).
-const F1_FLOOR: f64 = 0.28;
-const KIND_F1_FLOOR: f64 = 0.15;
+/// Measured with the committed (four-level) weights: mean F1 0.440 (the three-level network
+/// before them: 0.347), the weakest kind (logo_center) 0.324, removal 20.84 dB with the
+/// detected mask against 31.16 dB with the true one (67%). The removal follows the recall,
+/// which the new network did not raise (0.55 against 0.57); the floor follows the
+/// measurement, not the goal (95%).
+const F1_FLOOR: f64 = 0.40;
+const KIND_F1_FLOOR: f64 = 0.28;
 const PSNR_SHARE_FLOOR: f64 = 0.64;
 
 #[test]
@@ -106,8 +113,9 @@ fn clean_photos_are_left_alone() {
     assert!(mean(&flagged) <= CLEAN_FLAGGED_CEILING, "{flagged:?}");
 }
 
-/// Measured: 2.7% of the pixels of the 14 clean photos, on average.
-const CLEAN_FLAGGED_CEILING: f64 = 0.05;
+/// Measured: 1.1% of the pixels of the 14 clean photos, on average (2.7% with the
+/// three-level network before).
+const CLEAN_FLAGGED_CEILING: f64 = 0.025;
 
 #[tokio::test]
 async fn http_detects_returns_the_mask_and_removes_the_mark() {
@@ -176,5 +184,6 @@ fn cli_writes_the_detected_mask() {
     );
     let found = detect(&read_raster(&wm));
     assert_eq!(read_mask(&out), dilate(&found, auto::GROWTH));
-    assert!(MaskScores::of(&found, &read_mask(&mask)).f1 >= 0.5);
+    // Measured 0.74.
+    assert!(MaskScores::of(&found, &read_mask(&mask)).f1 >= 0.65);
 }

@@ -86,8 +86,8 @@ fn learned_profiles_match_the_truth_and_beat_single_image_removal() {
             "{name}: found at ({}, {}) x{:.2}; masked PSNR {a:.2} dB with the profile, {b:.2} dB single-image with the detected mask, {c:.2} dB with the exact mask",
             at.x, at.y, at.scale
         );
-        // Measured 27.7 to 32.4 dB.
-        assert!(a >= 26.0, "{name}: {a:.2} dB");
+        // Measured 28.6 to 37.8 dB.
+        assert!(a >= 27.0, "{name}: {a:.2} dB");
         with_profile.push(a);
         detected.push(b);
         exact.push(c);
@@ -98,14 +98,19 @@ fn learned_profiles_match_the_truth_and_beat_single_image_removal() {
         "mean: {a:.2} dB with a profile learned from the others; single image {b:.2} dB detected, {c:.2} dB with the exact mask"
     );
     // Measured: see the README (profiles). With no mask sent, the profile is far ahead of
-    // single-image removal; `restore` with the exact mask (which a client of the profile does
-    // not have) now reaches more than the profile's own inversion, and is not asserted on.
+    // single-image removal; and it does as well as single-image `restore` given the exact
+    // mask, which a client of the profile does not have (34.76 against 34.68 dB).
     assert!(a >= b + PROFILE_LEAD, "{a:.2} vs {b:.2}");
+    assert!(a >= c - EXACT_MASK_MARGIN, "{a:.2} vs {c:.2}");
 }
 
+/// How far removal with a learned profile may fall behind single-image `restore` with the
+/// exact mask, in dB (measured: 0.08 ahead).
+const EXACT_MASK_MARGIN: f64 = 1.0;
+
 /// How far removal with a learned profile must stay ahead of single-image removal with the
-/// detected mask, in dB (measured lead, README: profiles).
-const PROFILE_LEAD: f64 = 10.0;
+/// detected mask, in dB (measured lead 18.7 dB, README: profiles).
+const PROFILE_LEAD: f64 = 15.0;
 
 #[test]
 fn profiles_find_moved_and_scaled_marks() {

@@ -37,6 +37,21 @@ PHOTOS += [(WALLPAPERS, f) for f in ["2004default.jpg", "calla.png", "city.png",
                                      "firstgeneration.jpg", "goldfish.png", "rhythm.jpg",
                                      "string.jpg", "the-mouse.jpg", "rollpaper.png"]]
 
+# More Debian wallpaper packages: MATE's nature photos, Lomiri's, and one size of each of
+# Plasma's wallpapers (photos and renders, both useful as backgrounds a mark must be told from).
+MATE = "/usr/share/backgrounds/mate/nature"
+PHOTOS += [(MATE, f) for f in ["Aqua.jpg", "Blinds.jpg", "Dune.jpg", "FreshFlower.jpg", "Garden.jpg",
+                               "GreenMeadow.jpg", "LadyBird.jpg", "RainDrops.jpg", "Storm.jpg",
+                               "TwoWings.jpg", "Wood.jpg", "YellowFlower.jpg"]]
+PHOTOS += [(WALLPAPERS, f) for f in ["Fossa_by_Jasper_Roks.jpg", "Infinite-Sea_by_Aury88.jpg",
+                                     "Kleiber_by_Lukas_Baubkus.jpg",
+                                     "Painting-Colors_by__herobrine7gamer.jpg"]]
+PLASMA = "/usr/share/wallpapers"
+PHOTOS += [(PLASMA, f + "/contents/images/1920x1080.jpg")
+           for f in ["Autumn", "BytheWater", "ColdRipple", "DarkestHour", "EveningGlow",
+                     "FallenLeaf", "FlyingKonqui", "Grey", "Kite", "OneStandsOut", "PastelHills",
+                     "Path", "summer_1am"]]
+
 WORDS = ["SAMPLE", "PREVIEW", "DRAFT", "PROOF", "CONFIDENTIAL", "DO NOT COPY", "Copyright",
          "Licensed", "Stock", "Photo", "Studio", "Images", "Demo", "Watermark", "Property of",
          "All rights reserved", "Preview only", "Unlicensed", "Agency", "Media", "Pictures",
@@ -212,30 +227,32 @@ def mark_alpha(rng, h, w, latin, cjk):
 def sample(rng, photos, latin, cjk, size):
     """One training pair: an RGB uint8 image (size x size) and its mask (bool).
 
-    A whole picture of `virtual` x `virtual` pixels (192 to 512, the scale the stage sees
-    images at) is made first: a photo scaled to cover it, the mark drawn over all of it. The
+    A whole picture of `virtual` x `virtual` pixels (256 to 704, about the scale the stage
+    sees images at, 512) is made first: a photo scaled to cover it, the mark drawn over all of it. The
     sample is a crop of that picture, so photo detail and mark size keep the proportions of a
     real watermarked image."""
-    virtual = int(size * rng.uniform(1.5, 4.0))
+    virtual = max(size, int(rng.uniform(256, 704)))
     photo = Image.fromarray(rng.choice(photos))
     scale = virtual / min(photo.size) * rng.uniform(1.0, 1.5)
     nw, nh = max(virtual, round(photo.width * scale)), max(virtual, round(photo.height * scale))
-    photo = photo.resize((nw, nh), Image.LANCZOS)
     x, y = rng.randint(0, nw - virtual), rng.randint(0, nh - virtual)
-    whole = np.asarray(photo.crop((x, y, x + virtual, y + virtual)), dtype=np.int32)
+    # Only the part that is kept is resampled (the photo scaled to nw x nh, then cropped).
+    sx, sy = photo.width / nw, photo.height / nh
+    box = (x * sx, y * sy, (x + virtual) * sx, (y + virtual) * sy)
+    whole = np.asarray(photo.resize((virtual, virtual), Image.LANCZOS, box=box), dtype=np.int32)
     if rng.random() < 0.5:
         whole = whole[:, ::-1]
     if rng.random() < 0.3:
         gain = np.array([rng.uniform(0.7, 1.3) for _ in range(3)])
         whole = np.clip(whole * gain, 0, 255).astype(np.int32)
-    if rng.random() < 0.1:
+    if rng.random() < 0.15:
         # Some pictures carry no mark at all: the detector must learn to say so.
         cx, cy = rng.randint(0, virtual - size), rng.randint(0, virtual - size)
         out = whole[cy:cy + size, cx:cx + size].astype(np.uint8)
         return maybe_jpeg(rng, out), np.zeros((size, size), bool)
     alpha_full = mark_alpha(rng, virtual, virtual, latin, cjk)
     ys, xs = np.nonzero(alpha_full > 0)
-    if len(ys) and rng.random() < 0.8:
+    if len(ys) and rng.random() < 0.7:
         k = rng.randrange(len(ys))
         cx = min(max(xs[k] - size // 2, 0), virtual - size)
         cy = min(max(ys[k] - size // 2, 0), virtual - size)

@@ -1,16 +1,18 @@
 """Trains unmark's watermark detector and writes its weights for the Rust stage.
 
-    python3 models/watermark-detector/train.py --out models/watermark-detector/detector.bin
+    python3 train.py --out detector.bin --warm detector-v2.bin --size 192 --steps 5000 ...
 
-Reproducible: the data come from synth.py with fixed seeds, torch is seeded, and training runs
-on the CPU with 2 threads. The network is deliberately small (a three-level U-Net of 3x3
-convolutions, 16/32/48 channels, about 70k weights), so that the stage runs it on the CPU in
-well under a second at 512 px. Its layout is described in stages/src/detect/auto.rs, which
-checks every layer's shape against it.
+(the exact commands are in README.md). Reproducible: the data come from synth.py with fixed
+seeds, torch is seeded, and training runs on the CPU with 2 threads. The network is
+deliberately small (a four-level U-Net of 3x3 convolutions, 16/32/48/64 channels, about 250k
+weights), so that the stage runs it on the CPU in about a second at 512 px. It starts from the
+weights of the previous, three-level network (`detector-v2.bin`, which it contains exactly; see
+warm_start). Its layout is described in stages/src/detect/auto.rs, which checks every layer's
+shape against it.
 
-Weights file: b"UMWD" + u32 version (2) + u32 layer count, then per layer u32 in, u32 out,
-u32 kernel, u32 dilation, then out*in*k*k f32 weights ([out][in][ky][kx]) and out f32 biases,
-little-endian, in the order of Detector.convs().
+Weights file: b"UMWD" + u32 version (3; 2 for the three-level network) + u32 layer count, then
+per layer u32 in, u32 out, u32 kernel, u32 dilation, then out*in*k*k f32 weights
+([out][in][ky][kx]) and out f32 biases, little-endian, in the order of Detector.convs().
 """
 import argparse
 import json
@@ -26,37 +28,65 @@ import torch.nn.functional as F
 
 import synth
 
+VERSION = 3
+
+
 def conv(cin, cout, dilation=1):
     return nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation)
 
 
 class Detector(nn.Module):
-    """Full size (16 channels) -> 1/2 (32) -> 1/4 (48, dilations 1, 2, 4) -> back up with skip
-    connections (nearest-neighbour upsampling, concatenation) -> a 1x1 head. Inputs must have
-    sides divisible by 4 (the stage pads by repeating the edge)."""
+    """A four-level U-Net: full size (16 channels) -> 1/2 (32) -> 1/4 (48, dilations 1, 2,
+    4) -> 1/8 (64, dilations 1, 2, 4), then back up with skip connections (nearest-neighbour
+    upsampling, concatenation, one convolution per level) and a 1x1 head. The 1/8 level sees
+    about 150 px around each pixel, so the inside of a large logo is judged with its outline
+    in view. Inputs must have sides divisible by 8 (the stage pads by repeating the edge).
+
+    Up to `u3` exclusive it is the three-level network of version 2 (file version 2, the
+    weights before this one), which `warm_start` copies in: training starts where that one
+    ended, with the 1/8 level adding to it."""
 
     def __init__(self):
         super().__init__()
         self.c1a, self.c1b = conv(3, 16), conv(16, 16)
         self.c2a, self.c2b = conv(16, 32), conv(32, 32)
         self.c3a, self.c3b, self.c3c = conv(32, 48), conv(48, 48, 2), conv(48, 48, 4)
+        self.c4a, self.c4b, self.c4c = conv(48, 64), conv(64, 64, 2), conv(64, 64, 4)
+        self.u3 = conv(64 + 48, 48)
         self.u2 = conv(48 + 32, 32)
         self.u1 = conv(32 + 16, 16)
         self.head = nn.Conv2d(16, 1, 1)
 
     def convs(self):
-        return [self.c1a, self.c1b, self.c2a, self.c2b, self.c3a, self.c3b, self.c3c, self.u2,
-                self.u1, self.head]
+        return [self.c1a, self.c1b, self.c2a, self.c2b, self.c3a, self.c3b, self.c3c, self.c4a,
+                self.c4b, self.c4c, self.u3, self.u2, self.u1, self.head]
 
     def forward(self, x):
+        up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")
         e1 = F.relu(self.c1b(F.relu(self.c1a(x))))
-        e2 = F.max_pool2d(e1, 2)
-        e2 = F.relu(self.c2b(F.relu(self.c2a(e2))))
-        e3 = F.max_pool2d(e2, 2)
-        e3 = F.relu(self.c3c(F.relu(self.c3b(F.relu(self.c3a(e3))))))
-        u2 = F.relu(self.u2(torch.cat([F.interpolate(e3, scale_factor=2, mode="nearest"), e2], 1)))
-        u1 = F.relu(self.u1(torch.cat([F.interpolate(u2, scale_factor=2, mode="nearest"), e1], 1)))
+        e2 = F.relu(self.c2b(F.relu(self.c2a(F.max_pool2d(e1, 2)))))
+        e3 = F.relu(self.c3a(F.max_pool2d(e2, 2)))
+        e3 = F.relu(self.c3c(F.relu(self.c3b(e3))))
+        e4 = F.relu(self.c4a(F.max_pool2d(e3, 2)))
+        e4 = F.relu(self.c4c(F.relu(self.c4b(e4))))
+        u3 = F.relu(self.u3(torch.cat([up(e4), e3], 1)))
+        u2 = F.relu(self.u2(torch.cat([up(u3), e2], 1)))
+        u1 = F.relu(self.u1(torch.cat([up(u2), e1], 1)))
         return self.head(u1)
+
+
+def warm_start(model, path):
+    """Copies a version 2 weights file (the three-level network) into `model` so that it
+    computes exactly what that one did: its layers are the same, and `u3` starts as the
+    identity on the 1/4 level's features (which are non-negative, so the ReLU keeps them),
+    with zero weights on the new 1/8 level's, which training then grows."""
+    read_into([model.c1a, model.c1b, model.c2a, model.c2b, model.c3a, model.c3b, model.c3c,
+               model.u2, model.u1, model.head], path, 2)
+    with torch.no_grad():
+        model.u3.weight.zero_()
+        for c in range(48):
+            model.u3.weight[c, 64 + c, 1, 1] = 1
+        model.u3.bias.zero_()
 
 
 def to_input(rgb_uint8):
@@ -66,7 +96,7 @@ def to_input(rgb_uint8):
 def save(model, path):
     convs = model.convs()
     with open(path, "wb") as f:
-        f.write(b"UMWD" + struct.pack("<II", 2, len(convs)))
+        f.write(b"UMWD" + struct.pack("<II", VERSION, len(convs)))
         for conv in convs:
             w = conv.weight.detach().numpy().astype("<f4")
             b = conv.bias.detach().numpy().astype("<f4")
@@ -75,20 +105,29 @@ def save(model, path):
             f.write(b.tobytes())
 
 
-def load(path):
-    """A Detector with the weights of a file written by save()."""
-    model = Detector()
+def read_into(layers, path, version):
+    """Fills `layers` (in file order) from a weights file of `version`, checking each layer's
+    shape and dilation against the file's."""
     data = open(path, "rb").read()
-    assert data[:4] == b"UMWD" and struct.unpack_from("<I", data, 4)[0] == 2
+    assert data[:4] == b"UMWD" and struct.unpack_from("<II", data, 4) == (version, len(layers))
     at = 12
-    for layer in model.convs():
-        cin, cout, k, _ = struct.unpack_from("<IIII", data, at)
+    for layer in layers:
+        cin, cout, k, dilation = struct.unpack_from("<IIII", data, at)
+        assert (cin, cout, k, dilation) == (layer.in_channels, layer.out_channels,
+                                            layer.kernel_size[0], layer.dilation[0])
         at += 16
         n = cout * cin * k * k
         layer.weight.data = torch.from_numpy(np.frombuffer(data, "<f4", n, at).reshape(cout, cin, k, k).copy())
         at += 4 * n
         layer.bias.data = torch.from_numpy(np.frombuffer(data, "<f4", cout, at).copy())
         at += 4 * cout
+    assert at == len(data)
+
+
+def load(path):
+    """A Detector with the weights of a file written by save()."""
+    model = Detector()
+    read_into(model.convs(), path, VERSION)
     return model
 
 
@@ -99,12 +138,12 @@ def parity_image(width, height):
 
 
 def write_parity(model, path):
-    """Logits of parity_image(24, 20) (sides divisible by 4, as the stage pads to), for the
+    """Logits of parity_image(24, 16) (sides divisible by 8, as the stage pads to), for the
     Rust port's parity test."""
     with torch.no_grad():
-        logits = model(to_input(parity_image(24, 20)[None]))[0, 0].numpy()
+        logits = model(to_input(parity_image(24, 16)[None]))[0, 0].numpy()
     with open(path, "w") as f:
-        json.dump({"width": 24, "height": 20, "logits": [round(float(v), 6) for v in logits.ravel()]}, f)
+        json.dump({"width": 24, "height": 16, "logits": [round(float(v), 6) for v in logits.ravel()]}, f)
 
 
 def main():
@@ -116,6 +155,7 @@ def main():
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--parity", help="only write the parity fixture of the weights in --out here")
+    p.add_argument("--warm", help="start from this version 2 weights file (see warm_start)")
     args = p.parse_args()
     if args.parity:
         write_parity(load(args.out), args.parity)
@@ -123,7 +163,7 @@ def main():
     torch.manual_seed(7)
     torch.set_num_threads(2)
     started = time.time()
-    chunks = [(1000 + i, 250, args.size) for i in range(args.samples // 250)]
+    chunks = [(1000 + i, 1000, args.size) for i in range(args.samples // 1000)]
     with multiprocessing.Pool(2) as pool:
         parts = pool.map(synth.batch_worker, chunks)
     xs = np.concatenate([p[0] for p in parts])
@@ -131,6 +171,8 @@ def main():
     print(f"data: {len(xs)} samples of {args.size} px, mark share {ys.mean():.3f}, "
           f"{time.time() - started:.0f} s", flush=True)
     model = Detector()
+    if args.warm:
+        warm_start(model, args.warm)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps)
     rng = np.random.default_rng(7)

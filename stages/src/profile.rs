@@ -36,6 +36,11 @@ const BLEND_TO: f32 = 0.94;
 const CLEARLY_THERE: f32 = 0.5;
 /// How much better another placement must match than the learned one to be taken.
 const EXPECTED_BONUS: f32 = 0.1;
+/// A placed mark covers a pixel fully where its alpha is at least this share of its full
+/// opacity.
+const COVERED: f32 = 0.9;
+/// A logo placed within this of its own scale keeps its alphas pixel for pixel.
+const EXACT_SCALE: f32 = 0.02;
 /// Learned alphas below this are the priors' noise, not the mark.
 const NOISE_ALPHA: f32 = 0.03;
 /// Pixels of a placed mark with alpha below this are left alone.
@@ -839,9 +844,31 @@ pub fn expected_placement(profile: &Profile, size: (u32, u32)) -> Option<Placeme
     })
 }
 
-/// Removes the placed mark from `image`: unblends where the mark lets the photo through,
-/// fills (Telea) where it is nearly opaque, blends between. Returns the mask of the pixels it
-/// changed.
+/// The placed mark's full opacity: the median of its alphas of at least half the largest (a
+/// learned profile snaps the inside of its strokes to one opacity; a logo's alpha times the
+/// opacity the user gave). 0 for an empty placement.
+fn full_opacity(placed: &[(f32, [f32; 3])], mask: &Mask) -> f32 {
+    let alphas: Vec<f32> = placed
+        .iter()
+        .zip(&mask.data)
+        .filter(|&(_, &m)| m != 0)
+        .map(|(&(a, _), _)| a)
+        .collect();
+    let top = alphas.iter().copied().fold(0f32, f32::max);
+    let mut upper: Vec<f32> = alphas.into_iter().filter(|&a| a >= 0.5 * top).collect();
+    if upper.is_empty() {
+        return 0.0;
+    }
+    let mid = upper.len() / 2;
+    *upper.select_nth_unstable_by(mid, f32::total_cmp).1
+}
+
+/// Removes the placed mark from `image` and returns the mask of the pixels it changed. The
+/// `restore` engine does it, told which pixels the mark covers fully (see
+/// [`inpaint::restore_shaped`]). A logo at its own size, or a mark whose opacity this image
+/// leaves unknown, is removed with the profile's own alphas and colours instead: unblended
+/// where the mark lets the photo through, a Telea fill where it is nearly opaque, and the two
+/// blended between.
 pub fn unblend(image: &mut Raster, profile: &Profile, at: Placement) -> Mask {
     let Scaled {
         width: tw,
@@ -862,6 +889,18 @@ pub fn unblend(image: &mut Raster, profile: &Profile, at: Placement) -> Mask {
             let i = (y * iw + x) as usize;
             mask.data[i] = 1;
             placed[i] = (alpha[t], colour[t]);
+        }
+    }
+    // A learned mark, or a logo drawn at another scale, goes through `restore`, told which
+    // pixels the mark covers fully: it fits this image's own opacity and colour over them
+    // and measures the rim's alphas here (the learned ones come from other photos, the
+    // resampled ones are blurred). A logo at its own size keeps its exact alphas.
+    let exact = profile.frame.is_none() && (at.scale - 1.0).abs() < EXACT_SCALE;
+    let full = full_opacity(&placed, &mask);
+    if full > 0.0 && !exact {
+        let covered: Vec<bool> = placed.iter().map(|&(a, _)| a >= COVERED * full).collect();
+        if inpaint::restore_shaped(image, &mask, &covered) {
+            return mask;
         }
     }
     let opaque = Mask {

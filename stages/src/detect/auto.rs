@@ -1,18 +1,22 @@
 //! Automatic watermark detection: a small convolutional network that marks the pixels a visible
 //! watermark covers, for jobs that send no mask.
 //!
-//! The network is a three-level U-Net of 3x3 convolutions (about 100k weights): two layers of
+//! The network is a four-level U-Net of 3x3 convolutions (about 250k weights): two layers of
 //! 16 channels at full size, a 2x2 max-pool, two of 32 at half size, a max-pool, three of 48
-//! at quarter size (dilations 1, 2, 4), then back up twice (nearest-neighbour, concatenated
-//! with the skip connection, one layer each) and a 1x1 head. Every layer but the head is
-//! followed by a ReLU. It is trained on synthetic marks (text, rotated and tiled text, CJK,
-//! logos with wordmarks, tiled logos; random fonts, colours, opacities, JPEG) over photos that
-//! registry packages ship, by `models/watermark-detector/train.py`, and its weights (400 KiB)
-//! are built into the binary. It runs on the CPU at a working size of at most
-//! [`DETECT_SIDE`] pixels, on the image and on its mirror image; the mean of the two passes'
-//! logits is scaled back up bilinearly and thresholded at full size.
+//! at quarter size (dilations 1, 2, 4), a max-pool, three of 64 at an eighth (dilations 1, 2,
+//! 4), then back up three times (nearest-neighbour, concatenated with the skip connection, one
+//! layer each) and a 1x1 head. Every layer but the head is followed by a ReLU. The
+//! eighth-size level sees about 150 px around each pixel, so the flat inside of a large logo
+//! is judged with its outline in view.
 //!
-//! Weights file, little-endian: `b"UMWD"`, `u32` version (2), `u32` layer count (10), then per
+//! It is trained on synthetic marks (text, rotated and tiled text, CJK, logos with wordmarks,
+//! tiled logos; random fonts, colours, opacities, JPEG) over photos that registry packages
+//! ship, by `models/watermark-detector/train.py`, and its weights (1 MiB) are built into the
+//! binary. It runs on the CPU at a working size of at most [`DETECT_SIDE`] pixels, on the
+//! image and on its mirror image; the mean of the two passes' logits is scaled back up
+//! bilinearly and thresholded at full size.
+//!
+//! Weights file, little-endian: `b"UMWD"`, `u32` version (3), `u32` layer count (14), then per
 //! layer `u32` in, out, kernel, dilation, the weights `[out][in][ky][kx]` and the biases, all
 //! `f32`, in the order of [`LAYOUT`].
 
@@ -32,11 +36,14 @@ pub const DETECT_SIDE: u32 = 512;
 /// still needs removing.
 pub const GROWTH: u32 = 2;
 
+/// A detected part is kept only if the network is this sure of one of its pixels.
+pub const SEED: f32 = 0.99;
+
 /// The weights built into the binary.
 static BUILTIN: &[u8] = include_bytes!("../../../models/watermark-detector/detector.bin");
 
 /// The layers, in file order: (name, in, out, kernel, dilation).
-pub const LAYOUT: [(&str, usize, usize, usize, usize); 10] = [
+pub const LAYOUT: [(&str, usize, usize, usize, usize); 14] = [
     ("c1a", 3, 16, 3, 1),
     ("c1b", 16, 16, 3, 1),
     ("c2a", 16, 32, 3, 1),
@@ -44,10 +51,20 @@ pub const LAYOUT: [(&str, usize, usize, usize, usize); 10] = [
     ("c3a", 32, 48, 3, 1),
     ("c3b", 48, 48, 3, 2),
     ("c3c", 48, 48, 3, 4),
+    ("c4a", 48, 64, 3, 1),
+    ("c4b", 64, 64, 3, 2),
+    ("c4c", 64, 64, 3, 4),
+    ("u3", 112, 48, 3, 1),
     ("u2", 80, 32, 3, 1),
     ("u1", 48, 16, 3, 1),
     ("head", 16, 1, 1, 1),
 ];
+
+/// The weights file's version: 3 is the four-level network of [`LAYOUT`].
+const VERSION: usize = 3;
+
+/// Input sides are padded up to a multiple of this (three 2x2 poolings).
+const PAD: usize = 8;
 
 /// One convolution.
 #[derive(Debug, Clone)]
@@ -148,8 +165,10 @@ impl Network {
         }
         let u32_at = |s: &[u8]| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize;
         let version = u32_at(take(4, "the version")?);
-        if version != 2 {
-            return Err(format!("detector weights version {version}, expected 2"));
+        if version != VERSION {
+            return Err(format!(
+                "detector weights version {version}, expected {VERSION}"
+            ));
         }
         let count = u32_at(take(4, "the layer count")?);
         if count != LAYOUT.len() {
@@ -194,8 +213,8 @@ impl Network {
     /// Per-pixel logits (positive: watermark) for an RGB(A) or gray `image` at its own size.
     pub fn logits(&self, image: &Raster) -> Vec<f32> {
         let (width, height) = (image.width as usize, image.height as usize);
-        // Sides padded up to a multiple of 4 by repeating the last row and column.
-        let (pw, ph) = (width.div_ceil(4) * 4, height.div_ceil(4) * 4);
+        // Sides padded up to a multiple of PAD by repeating the last row and column.
+        let (pw, ph) = (width.div_ceil(PAD) * PAD, height.div_ceil(PAD) * PAD);
         let c = image.channels as usize;
         let mut input = Planes {
             width: pw,
@@ -217,9 +236,12 @@ impl Network {
         let e2 = l[3].forward(&l[2].forward(&e1.max_pool(), true), true);
         let e3 = l[4].forward(&e2.max_pool(), true);
         let e3 = l[6].forward(&l[5].forward(&e3, true), true);
-        let u2 = l[7].forward(&e3.upsample2().concat(e2), true);
-        let u1 = l[8].forward(&u2.upsample2().concat(e1), true);
-        let out = l[9].forward(&u1, false);
+        let e4 = l[7].forward(&e3.max_pool(), true);
+        let e4 = l[9].forward(&l[8].forward(&e4, true), true);
+        let u3 = l[10].forward(&e4.upsample2().concat(e3), true);
+        let u2 = l[11].forward(&u3.upsample2().concat(e2), true);
+        let u1 = l[12].forward(&u2.upsample2().concat(e1), true);
+        let out = l[13].forward(&u1, false);
         let plane = &out.data[0];
         (0..height)
             .flat_map(|y| plane[y * pw..y * pw + width].iter().copied())
@@ -324,7 +346,8 @@ fn mirror(image: &Raster) -> Raster {
 }
 
 /// The watermark mask of `image` at its full size: pixels whose probability is above
-/// `threshold` (0..1).
+/// `threshold` (0..1), in parts that hold a pixel of probability [`SEED`] or more (or above
+/// `threshold`, when that is higher).
 pub fn detect(net: &Network, image: &Raster, threshold: f32) -> Result<Mask, StageError> {
     let small = prescale::working_size(image.size(), DETECT_SIDE)
         .map(|(w, h)| prescale::resize(image, None, w, h, FilterType::Box))
@@ -347,14 +370,34 @@ pub fn detect(net: &Network, image: &Raster, threshold: f32) -> Result<Mask, Sta
         image.width as usize,
         image.height as usize,
     );
-    // A probability threshold as a logit.
-    let t = threshold.clamp(1e-4, 1.0 - 1e-4);
-    let cut = (t / (1.0 - t)).ln();
     let mut mask = Mask::new(image.width, image.height);
     for (m, &v) in mask.data.iter_mut().zip(&full) {
-        *m = u8::from(v > cut);
+        *m = u8::from(v > logit(threshold));
     }
-    Ok(mask)
+    Ok(keep_seeded(mask, &full, logit(threshold.max(SEED))))
+}
+
+/// A probability (clamped away from 0 and 1) as a logit.
+fn logit(p: f32) -> f32 {
+    let p = p.clamp(1e-4, 1.0 - 1e-4);
+    (p / (1.0 - p)).ln()
+}
+
+/// The parts (8-connected) of `mask` that hold a logit above `seed`: a mark gives the
+/// network at least one pixel it is sure of, a texture that only resembles one mostly does
+/// not (hysteresis, as in Canny's edges).
+fn keep_seeded(mut mask: Mask, logits: &[f32], seed: f32) -> Mask {
+    let (labels, count) = crate::inpaint::label(&mask);
+    let mut seeded = vec![false; count + 1];
+    for (&l, &v) in labels.iter().zip(logits) {
+        if l != 0 && v > seed {
+            seeded[l as usize] = true;
+        }
+    }
+    for (m, &l) in mask.data.iter_mut().zip(&labels) {
+        *m = u8::from(l != 0 && seeded[l as usize]);
+    }
+    mask
 }
 
 #[cfg(test)]
@@ -365,7 +408,7 @@ mod tests {
     fn builtin_weights_parse() {
         let net = Network::builtin();
         assert_eq!(net.layers.len(), LAYOUT.len());
-        // Any size works: padded to a multiple of 4 inside, cropped back.
+        // Any size works: padded to a multiple of 8 inside, cropped back.
         let logits = net.logits(&Raster::filled(37, 22, 3, 128));
         assert_eq!(logits.len(), 37 * 22);
     }
@@ -377,10 +420,10 @@ mod tests {
             "../../../models/watermark-detector/parity.json"
         ))
         .expect("parity fixture");
-        let (w, h) = (24u32, 20u32);
+        let (w, h) = (24u32, 16u32);
         assert_eq!(
             (fixture["width"].as_u64(), fixture["height"].as_u64()),
-            (Some(24), Some(20))
+            (Some(24), Some(16))
         );
         let mut data = Vec::new();
         for y in 0..h {
@@ -464,6 +507,16 @@ mod tests {
                 assert!((got - want).abs() < 1e-4, "({x},{y}): {got} vs {want}");
             }
         }
+    }
+
+    #[test]
+    fn only_seeded_parts_are_kept() {
+        // Two parts above the threshold; only the left one holds a sure pixel.
+        let mut mask = Mask::new(6, 1);
+        mask.data = vec![1, 1, 0, 1, 1, 0];
+        let logits = [0.5, 6.0, -3.0, 0.5, 4.0, -3.0];
+        let kept = keep_seeded(mask, &logits, 4.5);
+        assert_eq!(kept.data, vec![1, 1, 0, 0, 0, 0]);
     }
 
     #[test]

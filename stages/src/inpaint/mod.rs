@@ -33,6 +33,15 @@ pub fn inpaint(image: &mut Raster, mask: &Mask, params: &InpaintParams) {
     }
 }
 
+/// The `restore` engine for a mark whose shape is known (a placed watermark profile):
+/// `covered` marks the pixels the mark covers fully. Returns false, with `image` untouched,
+/// when this image does not pin the opacity down well enough to invert.
+pub(crate) fn restore_shaped(image: &mut Raster, mask: &Mask, covered: &[bool]) -> bool {
+    let mut prior = image.clone();
+    telea_fill(&mut prior, mask, InpaintParams::default().radius);
+    restore::restore_shaped(image, mask, &prior, covered)
+}
+
 /// Telea's fill of every masked pixel, crop by crop, in parallel.
 fn telea_fill(image: &mut Raster, mask: &Mask, radius: u32) {
     let window = telea::Window::new(radius);

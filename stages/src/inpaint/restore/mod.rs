@@ -64,14 +64,44 @@ const LOOSE_MASK: f32 = 0.2;
 
 /// Restores the masked pixels of `image` given the inpainted `prior` of the same image.
 pub(crate) fn restore(image: &mut Raster, mask: &Mask, prior: &Raster) {
+    if !restore_with(image, mask, prior, None) {
+        let masked: Vec<usize> = (0..mask.data.len())
+            .filter(|&i| mask.data[i] != 0)
+            .collect();
+        copy_prior(image, prior, &masked);
+    }
+}
+
+/// Restores the masked pixels of a mark whose shape is known, as a placed watermark profile
+/// knows it: `covered` marks the pixels the mark covers fully (the inside of its strokes).
+/// They take the place of the core, which otherwise is guessed from the mask alone; the
+/// opacity and colour are still fitted on this image, and the rim's alphas measured against
+/// their neighbours. Returns false, with `image` untouched, when the opacity cannot be known
+/// well enough to invert (the caller then removes the mark its own way).
+pub(crate) fn restore_shaped(
+    image: &mut Raster,
+    mask: &Mask,
+    prior: &Raster,
+    covered: &[bool],
+) -> bool {
+    debug_assert_eq!(covered.len(), mask.data.len());
+    restore_with(image, mask, prior, Some(covered))
+}
+
+/// Both ways in: with no `covered`, the mark's core comes from the mask alone. Returns false
+/// (and writes nothing) where nothing could be inverted.
+fn restore_with(image: &mut Raster, mask: &Mask, prior: &Raster, covered: Option<&[bool]>) -> bool {
     let masked: Vec<usize> = (0..mask.data.len())
         .filter(|&i| mask.data[i] != 0)
         .collect();
     if image.channels < 3 || masked.len() < 4 {
-        return copy_prior(image, prior, &masked);
+        return false;
     }
     let chessboard = chessboard_depth(mask);
-    let core: Vec<bool> = chessboard.iter().map(|&d| d >= 2).collect();
+    let core: Vec<bool> = match covered {
+        Some(covered) => covered.to_vec(),
+        None => chessboard.iter().map(|&d| d >= 2).collect(),
+    };
     let depth = depth(mask);
     let mut fit_set: Vec<usize> = masked
         .iter()
@@ -87,7 +117,7 @@ pub(crate) fn restore(image: &mut Raster, mask: &Mask, prior: &Raster) {
     let obs: Vec<[f32; 3]> = fit_set.iter().map(|&i| rgb(image, i)).collect();
     let pri: Vec<[f32; 3]> = fit_set.iter().map(|&i| rgb(prior, i)).collect();
     let Some(mut fit) = fit_blend(&pri, &obs) else {
-        return copy_prior(image, prior, &masked);
+        return false;
     };
     // Where the fill is smoother than the photo (dense strokes, little clean context), the
     // fit's slope comes out high and its opacity low; each pixel's own alpha towards the
@@ -101,18 +131,23 @@ pub(crate) fn restore(image: &mut Raster, mask: &Mask, prior: &Raster) {
     // A mask drawn or detected generously holds many pixels that are not under the mark (their
     // own alpha far below the opacity); one opacity for its inside would be wrong there, so
     // such a mask goes pixel by pixel.
+    // (A known shape's mask is not loose.)
     let loose = own.iter().filter(|&&a| a < 0.5 * fit.opacity).count() as f32 / own.len() as f32;
-    if loose > LOOSE_MASK {
-        return pixelwise::restore(image, mask, prior, &interior_pixels(mask));
+    if covered.is_none() && loose > LOOSE_MASK {
+        pixelwise::restore(image, mask, prior, &interior_pixels(mask));
+        return true;
     }
     // An opacity known only this loosely cannot be inverted (a mark over a background of its
     // own colour, a handful of pixels): the fill is kept.
     let spread = (STANDARD_ERRORS * fit.opacity_error).max(OPACITY_ERROR);
     if spread > MAX_SPREAD {
-        return copy_prior(image, prior, &masked);
+        return false;
     }
     let op = fit.opacity;
-    let full = fully_covered(image, mask, prior, &fit, &chessboard);
+    let full = match covered {
+        Some(_) => core,
+        None => fully_covered(image, mask, prior, &fit, &chessboard),
+    };
     let texture = texture_variance(image, mask, &full, 1.0 - op);
     let colour_spread = (0..3)
         .map(|k| (fit.colour[k] - fit.mean_prior[k]).powi(2))
@@ -140,8 +175,8 @@ pub(crate) fn restore(image: &mut Raster, mask: &Mask, prior: &Raster) {
                 / 3.0;
             let mut var_inverted = (NOISE * NOISE + spread * spread * distance) / (keep * keep);
             if !full[i] {
-                var_inverted += (alpha / keep).powi(2) * spread * spread * colour_spread
-                    / op.max(1e-3).powi(2);
+                var_inverted +=
+                    (alpha / keep).powi(2) * spread * spread * colour_spread / op.max(1e-3).powi(2);
             }
             let var_prior = 1.0 + TEXTURE_WEIGHT * texture[i] + (DEPTH_WEIGHT * depth[i]).powi(2);
             // At the opacity's cap nothing is left to invert (the mark is opaque there).
@@ -164,6 +199,7 @@ pub(crate) fn restore(image: &mut Raster, mask: &Mask, prior: &Raster) {
             image.data[i * c + 3] = prior.data[i * c + 3];
         }
     }
+    true
 }
 
 /// Which masked pixels the mark covers fully. A core pixel is, when its own alpha against the
@@ -409,8 +445,10 @@ fn texture_variance(image: &Raster, mask: &Mask, full: &[bool], keep: f32) -> Ve
     let (bw, bh) = (w.div_ceil(b), h.div_ceil(b));
     // Only blocks within the window of a masked pixel's block are ever read.
     let (xs, ys) = (
-        (bbox.x0 as usize / b).saturating_sub(r) * b..((bbox.x1 as usize).div_ceil(b) + r).min(bw) * b,
-        (bbox.y0 as usize / b).saturating_sub(r) * b..((bbox.y1 as usize).div_ceil(b) + r).min(bh) * b,
+        (bbox.x0 as usize / b).saturating_sub(r) * b
+            ..((bbox.x1 as usize).div_ceil(b) + r).min(bw) * b,
+        (bbox.y0 as usize / b).saturating_sub(r) * b
+            ..((bbox.y1 as usize).div_ceil(b) + r).min(bh) * b,
     );
     // Per block and kind (0 unmasked, 1 fully covered): count, sum and sum of squares.
     let mut blocks = vec![[0f64; 6]; bw * bh];
@@ -643,7 +681,9 @@ mod tests {
                     100.0 + 40.0 * (fx / 7.0 + fy / 5.0).sin(),
                     90.0 + 50.0 * (fy / 3.0).sin() * (fx / 9.0).cos(),
                 ];
-                photo.pixel_mut(x, y).copy_from_slice(&v.map(|c| c.round() as u8));
+                photo
+                    .pixel_mut(x, y)
+                    .copy_from_slice(&v.map(|c| c.round() as u8));
             }
         }
         // Vertical strokes 5.5 px wide starting at a fractional x: the first and last column
