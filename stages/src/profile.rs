@@ -943,3 +943,26 @@ pub fn unblend(image: &mut Raster, profile: &Profile, at: Placement) -> Mask {
     }
     mask
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_opacity_is_the_level_of_the_strokes_not_of_the_rim() {
+        // A mark at 0.5 with an anti-aliased rim (0.1 to 0.4) that outnumbers its inside, one
+        // stray bright pixel, and a pixel outside the mask that must not count.
+        let alphas = [
+            0.1, 0.2, 0.3, 0.4, 0.1, 0.2, 0.3, 0.5, 0.5, 0.5, 0.52, 0.9, 0.99,
+        ];
+        let mut mask = Mask::new(alphas.len() as u32, 1);
+        mask.data = vec![1; alphas.len()];
+        *mask.data.last_mut().expect("pixel") = 0;
+        let placed: Vec<(f32, [f32; 3])> = alphas.iter().map(|&a| (a, [255.0; 3])).collect();
+        assert_eq!(full_opacity(&placed, &mask), 0.5);
+        assert_eq!(
+            full_opacity(&placed, &Mask::new(alphas.len() as u32, 1)),
+            0.0
+        );
+    }
+}
