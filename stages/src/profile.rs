@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::inpaint::{self, Rect};
 use crate::{Mask, Raster, StageError};
 use unmark_schemas::FailureReason;
-use unmark_schemas::params::{Engine, InpaintParams};
+use unmark_schemas::params::InpaintParams;
 
 /// Alpha from which the fill starts to take over from unblending.
 const BLEND_FROM: f32 = 0.80;
@@ -253,13 +253,7 @@ fn drop_specks(mask: &mut Mask, min: usize) {
 }
 
 fn telea(image: &Raster, mask: &Mask) -> Raster {
-    let mut prior = image.clone();
-    let params = InpaintParams {
-        engine: Engine::Telea,
-        ..InpaintParams::default()
-    };
-    inpaint::inpaint(&mut prior, mask, &params);
-    prior
+    inpaint::telea_prior(image, mask, InpaintParams::default().radius)
 }
 
 /// Learns the mark that `images` share (at least 3, one size, the mark in one place).

@@ -370,9 +370,10 @@ pub fn detect(net: &Network, image: &Raster, threshold: f32) -> Result<Mask, Sta
         image.width as usize,
         image.height as usize,
     );
+    let cut = logit(threshold);
     let mut mask = Mask::new(image.width, image.height);
     for (m, &v) in mask.data.iter_mut().zip(&full) {
-        *m = u8::from(v > logit(threshold));
+        *m = u8::from(v > cut);
     }
     Ok(keep_seeded(mask, &full, logit(threshold.max(SEED))))
 }

@@ -26,19 +26,25 @@ pub fn inpaint(image: &mut Raster, mask: &Mask, params: &InpaintParams) {
     match params.engine {
         Engine::Telea => telea_fill(image, mask, params.radius),
         Engine::Restore => {
-            let mut prior = image.clone();
-            telea_fill(&mut prior, mask, params.radius);
+            let prior = telea_prior(image, mask, params.radius);
             restore::restore(image, mask, &prior);
         }
     }
+}
+
+/// A copy of `image` with the masked pixels filled by Telea's method: the photo's prior under
+/// a mark.
+pub(crate) fn telea_prior(image: &Raster, mask: &Mask, radius: u32) -> Raster {
+    let mut prior = image.clone();
+    telea_fill(&mut prior, mask, radius);
+    prior
 }
 
 /// The `restore` engine for a mark whose shape is known (a placed watermark profile):
 /// `covered` marks the pixels the mark covers fully. Returns false, with `image` untouched,
 /// when this image does not pin the opacity down well enough to invert.
 pub(crate) fn restore_shaped(image: &mut Raster, mask: &Mask, covered: &[bool]) -> bool {
-    let mut prior = image.clone();
-    telea_fill(&mut prior, mask, InpaintParams::default().radius);
+    let prior = telea_prior(image, mask, InpaintParams::default().radius);
     restore::restore_shaped(image, mask, &prior, covered)
 }
 

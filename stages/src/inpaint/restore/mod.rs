@@ -65,11 +65,15 @@ const LOOSE_MASK: f32 = 0.2;
 /// Restores the masked pixels of `image` given the inpainted `prior` of the same image.
 pub(crate) fn restore(image: &mut Raster, mask: &Mask, prior: &Raster) {
     if !restore_with(image, mask, prior, None) {
-        let masked: Vec<usize> = (0..mask.data.len())
-            .filter(|&i| mask.data[i] != 0)
-            .collect();
-        copy_prior(image, prior, &masked);
+        copy_prior(image, prior, &masked_pixels(mask));
     }
+}
+
+/// The indices of the masked pixels.
+fn masked_pixels(mask: &Mask) -> Vec<usize> {
+    (0..mask.data.len())
+        .filter(|&i| mask.data[i] != 0)
+        .collect()
 }
 
 /// Restores the masked pixels of a mark whose shape is known, as a placed watermark profile
@@ -91,16 +95,18 @@ pub(crate) fn restore_shaped(
 /// Both ways in: with no `covered`, the mark's core comes from the mask alone. Returns false
 /// (and writes nothing) where nothing could be inverted.
 fn restore_with(image: &mut Raster, mask: &Mask, prior: &Raster, covered: Option<&[bool]>) -> bool {
-    let masked: Vec<usize> = (0..mask.data.len())
-        .filter(|&i| mask.data[i] != 0)
-        .collect();
+    let masked = masked_pixels(mask);
     if image.channels < 3 || masked.len() < 4 {
         return false;
     }
-    let chessboard = chessboard_depth(mask);
-    let core: Vec<bool> = match covered {
-        Some(covered) => covered.to_vec(),
-        None => chessboard.iter().map(|&d| d >= 2).collect(),
+    // With no shape given, the core and (below) the fully covered pixels come from each
+    // pixel's chessboard depth in the mask.
+    let (core, chessboard) = match covered {
+        Some(covered) => (covered.to_vec(), None),
+        None => {
+            let depth = chessboard_depth(mask);
+            (depth.iter().map(|&d| d >= 2).collect(), Some(depth))
+        }
     };
     let depth = depth(mask);
     let mut fit_set: Vec<usize> = masked
@@ -144,9 +150,9 @@ fn restore_with(image: &mut Raster, mask: &Mask, prior: &Raster, covered: Option
         return false;
     }
     let op = fit.opacity;
-    let full = match covered {
-        Some(_) => core,
-        None => fully_covered(image, mask, prior, &fit, &chessboard),
+    let full = match &chessboard {
+        Some(depth) => fully_covered(image, mask, prior, &fit, depth),
+        None => core,
     };
     let texture = texture_variance(image, mask, &full, 1.0 - op);
     let colour_spread = (0..3)
@@ -554,6 +560,13 @@ mod tests {
     use crate::inpaint;
     use unmark_schemas::params::{Engine, InpaintParams};
 
+    /// Blends white over the pixel at alpha `a` (0..255), in integers as the eval set does.
+    fn whiten(px: &mut [u8], a: u32) {
+        for v in px {
+            *v = ((*v as u32 * (255 - a) + 255 * a) as f32 / 255.0 + 0.5) as u8;
+        }
+    }
+
     /// `image` with `mask` inpainted by `engine` at the default settings.
     fn inpainted(image: &Raster, mask: &Mask, engine: Engine) -> Raster {
         let mut out = image.clone();
@@ -587,9 +600,7 @@ mod tests {
         for y in 14..34 {
             for x in 20..44 {
                 mask.set(x, y, true);
-                for v in marked.pixel_mut(x, y) {
-                    *v = ((*v as u32 * (255 - a) + 255 * a) as f32 / 255.0 + 0.5) as u8;
-                }
+                whiten(marked.pixel_mut(x, y), a);
             }
         }
         let telea = inpainted(&marked, &mask, Engine::Telea);
@@ -649,9 +660,7 @@ mod tests {
             for x in 10..38 {
                 if (x / 3 + y / 4) % 2 == 0 {
                     mask.set(x, y, true);
-                    for v in image.pixel_mut(x, y) {
-                        *v = ((*v as u32 * 140 + 255 * 115) as f32 / 255.0 + 0.5) as u8;
-                    }
+                    whiten(image.pixel_mut(x, y), 115);
                 }
             }
         }
@@ -706,9 +715,7 @@ mod tests {
                     if coverage < 1.0 {
                         rim.set(x, y, true);
                     }
-                    for v in marked.pixel_mut(x, y) {
-                        *v = ((*v as u32 * (255 - a) + 255 * a) as f32 / 255.0 + 0.5) as u8;
-                    }
+                    whiten(marked.pixel_mut(x, y), a);
                 }
             }
         }
@@ -740,9 +747,7 @@ mod tests {
         for y in 14..26 {
             for x in 12..28 {
                 mask.set(x, y, true);
-                for v in image.pixel_mut(x, y) {
-                    *v = ((*v as u32 * 128 + 255 * 127) as f32 / 255.0 + 0.5) as u8;
-                }
+                whiten(image.pixel_mut(x, y), 127);
             }
         }
         let telea = inpainted(&image, &mask, Engine::Telea);
