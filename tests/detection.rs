@@ -76,6 +76,14 @@ fn detector_finds_the_dev_marks() {
             "{kind}: mean F1 {:.3}",
             mean(&f1)
         );
+        // Tiled marks are completed over their lattice from the copies the network found.
+        if kind.ends_with("_tiled") {
+            assert!(
+                mean(&f1) >= TILED_F1_FLOOR,
+                "{kind}: mean F1 {:.3}",
+                mean(&f1)
+            );
+        }
         all.extend(f1);
     }
     let (d, t) = (mean(&detected_psnr), mean(&true_psnr));
@@ -88,13 +96,15 @@ fn detector_finds_the_dev_marks() {
 }
 
 /// Floors a little under what the built-in weights measure on the dev set (see the README).
-/// Measured with the committed (four-level) weights: mean F1 0.440 (the three-level network
-/// before them: 0.347), the weakest kind (logo_center) 0.324, removal 20.84 dB with the
-/// detected mask against 31.16 dB with the true one (67%). The removal follows the recall,
-/// which the new network did not raise (0.55 against 0.57); the floor follows the
-/// measurement, not the goal (95%).
-const F1_FLOOR: f64 = 0.40;
+/// Measured with the committed (four-level) weights and the tiled marks' completion: mean F1
+/// 0.468 (the network alone 0.440; the three-level network before it 0.347), the weakest kind
+/// (logo_center) 0.324, the tiled kinds 0.505 (text) and 0.657 (logo), against 0.398 and
+/// 0.522 for the network alone; removal 21.13 dB with the detected mask against 31.16 dB with
+/// the true one (68%). The removal follows the recall; the floor follows the measurement, not
+/// the goal (95%).
+const F1_FLOOR: f64 = 0.44;
 const KIND_F1_FLOOR: f64 = 0.28;
+const TILED_F1_FLOOR: f64 = 0.45;
 const PSNR_SHARE_FLOOR: f64 = 0.64;
 
 #[test]

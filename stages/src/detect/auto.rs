@@ -347,7 +347,8 @@ fn mirror(image: &Raster) -> Raster {
 
 /// The watermark mask of `image` at its full size: pixels whose probability is above
 /// `threshold` (0..1), in parts that hold a pixel of probability [`SEED`] or more (or above
-/// `threshold`, when that is higher).
+/// `threshold`, when that is higher), and the copies of a tiled mark completed over its
+/// lattice ([`super::tiled::complete`]).
 pub fn detect(net: &Network, image: &Raster, threshold: f32) -> Result<Mask, StageError> {
     let small = prescale::working_size(image.size(), DETECT_SIDE)
         .map(|(w, h)| prescale::resize(image, None, w, h, FilterType::Box))
@@ -375,7 +376,17 @@ pub fn detect(net: &Network, image: &Raster, threshold: f32) -> Result<Mask, Sta
     for (m, &v) in mask.data.iter_mut().zip(&full) {
         *m = u8::from(v > cut);
     }
-    Ok(keep_seeded(mask, &full, logit(threshold.max(SEED))))
+    let mut mask = keep_seeded(mask, &full, logit(threshold.max(SEED)));
+    // A tiled mark: the copies the network missed take the probability of those it found.
+    let prob: Vec<f32> = logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect();
+    if let Some(tiled) = super::tiled::complete(seen, &prob) {
+        let (w, h) = (seen.width as usize, seen.height as usize);
+        let full = upsample(&tiled, w, h, image.width as usize, image.height as usize);
+        for (m, &p) in mask.data.iter_mut().zip(&full) {
+            *m |= u8::from(p > threshold);
+        }
+    }
+    Ok(mask)
 }
 
 /// A probability (clamped away from 0 and 1) as a logit.

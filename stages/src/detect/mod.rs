@@ -6,6 +6,7 @@
 //! working resolution copy.
 
 pub mod auto;
+pub mod tiled;
 
 use unmark_schemas::FailureReason;
 use unmark_schemas::params::{self, DetectParams};
