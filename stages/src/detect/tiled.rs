@@ -31,6 +31,8 @@ const STRONG: f64 = 0.75;
 /// size, the [`CANDIDATES`] highest of them.
 const LOOSE: f64 = 0.5;
 const CANDIDATES: usize = 64;
+/// The most marked pixels a full-size score reads.
+const FINE_PIXELS: usize = 32_768;
 /// Least share of the marked pixels that a shifted copy must still overlap.
 const MIN_OVERLAP: f64 = 0.3;
 /// The copies of a pixel compared (its nearest lattice neighbours), and the fewest needed.
@@ -143,7 +145,8 @@ fn highpass(image: &Raster) -> Vec<f32> {
         .data
         .chunks_exact(c)
         .map(|px| {
-            let rgb = &px[..c.min(3)];
+            // Gray (and gray + alpha) images: the one gray channel.
+            let rgb = if c >= 3 { &px[..3] } else { &px[..1] };
             rgb.iter().map(|&v| f64::from(v)).sum::<f64>() / rgb.len() as f64
         })
         .collect();
@@ -285,8 +288,13 @@ struct Fine<'a> {
 
 impl<'a> Fine<'a> {
     fn new(highpass: &'a [f32], marked: &[bool], w: usize, h: usize) -> Fine<'a> {
+        let all = marked.iter().filter(|&&m| m).count();
+        // Every k-th marked pixel, so that a mask over most of the image costs no more than
+        // [`FINE_PIXELS`] per step.
+        let k = all.div_ceil(FINE_PIXELS).max(1);
         let marked = (0..w * h)
             .filter(|&i| marked[i])
+            .step_by(k)
             .map(|i| (i % w, i / w))
             .collect();
         Fine {
