@@ -16,6 +16,7 @@
 use rayon::prelude::*;
 
 use crate::Raster;
+use crate::composite::filters::{Plane, box_mean};
 
 /// Probability above which a pixel counts as marked.
 const SURE: f32 = 0.5;
@@ -99,11 +100,13 @@ impl Lattice {
 /// Per pixel, the median and the [`QUANTILE`] of `values` over the pixel and its copies at
 /// `offsets` that fall inside the image.
 fn fold(values: &[f32], w: usize, h: usize, offsets: &[(isize, isize)]) -> (Vec<f32>, Vec<f32>) {
-    let rows: Vec<(Vec<f32>, Vec<f32>)> = (0..h)
-        .into_par_iter()
-        .map(|y| {
+    let (mut median, mut upper) = (vec![0.0; w * h], vec![0.0; w * h]);
+    median
+        .par_chunks_mut(w)
+        .zip(upper.par_chunks_mut(w))
+        .enumerate()
+        .for_each(|(y, (median, upper))| {
             let mut seen = Vec::with_capacity(offsets.len() + 1);
-            let (mut median, mut upper) = (Vec::with_capacity(w), Vec::with_capacity(w));
             for x in 0..w {
                 seen.clear();
                 seen.push(values[y * w + x]);
@@ -114,18 +117,11 @@ fn fold(values: &[f32], w: usize, h: usize, offsets: &[(isize, isize)]) -> (Vec<
                     }
                 }
                 seen.sort_by(f32::total_cmp);
-                median.push(quantile(&seen, 0.5));
-                upper.push(quantile(&seen, QUANTILE));
+                median[x] = quantile(&seen, 0.5);
+                upper[x] = quantile(&seen, QUANTILE);
             }
-            (median, upper)
-        })
-        .collect();
-    rows.into_iter()
-        .fold((Vec::new(), Vec::new()), |(mut m, mut u), (rm, ru)| {
-            m.extend(rm);
-            u.extend(ru);
-            (m, u)
-        })
+        });
+    (median, upper)
 }
 
 /// The `q` quantile of `sorted` (not empty), interpolated between ranks as numpy does.
@@ -137,42 +133,23 @@ fn quantile(sorted: &[f32], q: f64) -> f32 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * f
 }
 
-/// The image's gray level minus its [`HIGHPASS_SIDE`] box mean (the box clipped to the image).
+/// The image's gray level (the mean of its colour channels) minus its [`HIGHPASS_SIDE`] box
+/// mean (the box clipped to the image).
 fn highpass(image: &Raster) -> Vec<f32> {
-    let (w, h) = (image.width as usize, image.height as usize);
     let c = image.channels as usize;
-    let gray: Vec<f64> = image
-        .data
-        .chunks_exact(c)
-        .map(|px| {
-            // Gray (and gray + alpha) images: the one gray channel.
-            let rgb = if c >= 3 { &px[..3] } else { &px[..1] };
-            rgb.iter().map(|&v| f64::from(v)).sum::<f64>() / rgb.len() as f64
-        })
-        .collect();
-    // Summed-area table with a zero first row and column.
-    let mut table = vec![0.0; (w + 1) * (h + 1)];
-    for y in 0..h {
-        let mut row = 0.0;
-        for x in 0..w {
-            row += gray[y * w + x];
-            table[(y + 1) * (w + 1) + x + 1] = table[y * (w + 1) + x + 1] + row;
-        }
-    }
-    let r = HIGHPASS_SIDE / 2;
-    let mut out = Vec::with_capacity(w * h);
-    for y in 0..h {
-        let (y0, y1) = (y.saturating_sub(r), (y + r + 1).min(h));
-        for x in 0..w {
-            let (x0, x1) = (x.saturating_sub(r), (x + r + 1).min(w));
-            let sum =
-                table[y1 * (w + 1) + x1] - table[y0 * (w + 1) + x1] - table[y1 * (w + 1) + x0]
-                    + table[y0 * (w + 1) + x0];
-            let mean = sum / ((y1 - y0) * (x1 - x0)) as f64;
-            out.push((gray[y * w + x] - mean) as f32);
-        }
-    }
-    out
+    // Gray (and gray + alpha) images: the one gray channel.
+    let colours = if c >= 3 { 3 } else { 1 };
+    let gray = Plane::new(
+        image.width as usize,
+        image.height as usize,
+        image
+            .data
+            .chunks_exact(c)
+            .map(|px| px[..colours].iter().map(|&v| f32::from(v)).sum::<f32>() / colours as f32)
+            .collect(),
+    );
+    let mean = box_mean(&gray, HIGHPASS_SIDE / 2);
+    gray.zip(&mean, |v, m| v - m).data
 }
 
 /// The lattice from the normalised cross-correlation of the marked part of `highpass` with the
@@ -184,7 +161,7 @@ fn highpass(image: &Raster) -> Vec<f32> {
 /// measures decide.
 fn find_lattice(highpass: &[f32], marked: &[bool], w: usize, h: usize) -> Option<Lattice> {
     let fine = Fine::new(highpass, marked, w, h);
-    let mut peaks: Vec<(f64, [f64; 2])> = coarse_peaks(highpass, marked, w, h)
+    let peaks: Vec<(f64, [f64; 2])> = coarse_peaks(highpass, marked, w, h)
         .into_par_iter()
         .filter_map(|step| fine.best_near(step, 2))
         .collect();
@@ -192,8 +169,11 @@ fn find_lattice(highpass: &[f32], marked: &[bool], w: usize, h: usize) -> Option
     if best < MIN_CORRELATION {
         return None;
     }
-    peaks.retain(|p| p.0 >= STRONG * best);
-    let mut strong: Vec<[f64; 2]> = peaks.iter().map(|p| p.1).collect();
+    let mut strong: Vec<[f64; 2]> = peaks
+        .iter()
+        .filter(|p| p.0 >= STRONG * best)
+        .map(|p| p.1)
+        .collect();
     strong.sort_by(|a, b| norm(*a).total_cmp(&norm(*b)));
     let mut u = strong[0];
     // A step twice the true one correlates as well: halve while the half does too.
@@ -490,9 +470,9 @@ impl std::ops::Add for Cx {
 /// inverse divides by `w * h`. Only the first `rows` rows matter: forward, the others are zero;
 /// inverse, the others are left half done.
 fn fft2(data: &mut [Cx], w: usize, h: usize, rows: usize, inverse: bool) {
-    // Forward, the rows from `rows` on are zero and stay so; inverse, only they are not read.
-    let columns_first = inverse;
-    if !columns_first {
+    // Forward, the rows from `rows` on are zero and stay so; inverse, they are not read. So
+    // the row transforms skip them: before the columns' forward, after them inverse.
+    if !inverse {
         data[..rows * w]
             .par_chunks_mut(w)
             .for_each(|row| fft(row, inverse));
@@ -500,7 +480,7 @@ fn fft2(data: &mut [Cx], w: usize, h: usize, rows: usize, inverse: bool) {
     let mut columns = transpose(data, w, h);
     columns.par_chunks_mut(h).for_each(|col| fft(col, inverse));
     data.copy_from_slice(&transpose(&columns, h, w));
-    if columns_first {
+    if inverse {
         data[..rows * w]
             .par_chunks_mut(w)
             .for_each(|row| fft(row, inverse));
