@@ -9,10 +9,10 @@ use crate::common::*;
 /// the default settings (README, quality tables), so a regression in either engine fails here.
 const CASES: [(&str, f64, f64); 5] = [
     // (case, telea floor, restore floor)
-    ("dev_002_chelsea_512_text_tiled", 28.3, 32.8),
+    ("dev_002_chelsea_512_text_tiled", 28.3, 31.9),
     ("dev_005_coffee_512_cjk_text", 33.0, 37.2),
-    ("dev_004_coffee_512_logo_center", 16.9, 22.2),
-    ("dev_029_chelsea_1024_cjk_text", 22.8, 27.7),
+    ("dev_004_coffee_512_logo_center", 16.9, 25.9),
+    ("dev_029_chelsea_1024_cjk_text", 22.8, 35.7),
     ("dev_037_coffee_2048_cjk_text", 24.4, 37.7),
 ];
 

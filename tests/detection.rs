@@ -99,13 +99,14 @@ fn detector_finds_the_dev_marks() {
 /// Measured with the committed (four-level) weights and the tiled marks' completion: mean F1
 /// 0.468 (the network alone 0.440; the three-level network before it 0.347), the weakest kind
 /// (logo_center) 0.324, the tiled kinds 0.505 (text) and 0.657 (logo), against 0.398 and
-/// 0.522 for the network alone; removal 21.13 dB with the detected mask against 31.16 dB with
-/// the true one (68%). The removal follows the recall; the floor follows the measurement, not
-/// the goal (95%).
+/// 0.522 for the network alone; removal 21.13 dB with the detected mask against 33.00 dB with
+/// the true one (64%; 68% before `restore`'s rim sweeps raised the true-mask result from 31.16
+/// dB, while detected masks, which are loose, go pixel by pixel and did not move). The removal
+/// follows the recall; the floor follows the measurement, not the goal (95%).
 const F1_FLOOR: f64 = 0.44;
 const KIND_F1_FLOOR: f64 = 0.28;
 const TILED_F1_FLOOR: f64 = 0.45;
-const PSNR_SHARE_FLOOR: f64 = 0.64;
+const PSNR_SHARE_FLOOR: f64 = 0.60;
 
 #[test]
 fn clean_photos_are_left_alone() {

@@ -20,6 +20,7 @@ mod postgres;
 mod procs;
 mod profiles;
 mod reference_filters;
+mod restore;
 mod s3;
 mod scaleout;
 mod schemas_drift;

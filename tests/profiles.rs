@@ -98,14 +98,14 @@ fn learned_profiles_match_the_truth_and_beat_single_image_removal() {
         "mean: {a:.2} dB with a profile learned from the others; single image {b:.2} dB detected, {c:.2} dB with the exact mask"
     );
     // Measured: see the README (profiles). With no mask sent, the profile is far ahead of
-    // single-image removal; and it does as well as single-image `restore` given the exact
-    // mask, which a client of the profile does not have (34.76 against 34.68 dB).
+    // single-image removal; and it is close to single-image `restore` given the exact mask,
+    // which a client of the profile does not have (34.76 against 35.09 dB).
     assert!(a >= b + PROFILE_LEAD, "{a:.2} vs {b:.2}");
     assert!(a >= c - EXACT_MASK_MARGIN, "{a:.2} vs {c:.2}");
 }
 
 /// How far removal with a learned profile may fall behind single-image `restore` with the
-/// exact mask, in dB (measured: 0.08 ahead).
+/// exact mask, in dB (measured: 0.33 behind).
 const EXACT_MASK_MARGIN: f64 = 1.0;
 
 /// How far removal with a learned profile must stay ahead of single-image removal with the
