@@ -4,7 +4,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use unmark_schemas::params::{Engine, WatermarkOptions};
 use unmark_stages::decode::{Limits, decode};
+use unmark_stages::quality::psnr;
 use unmark_stages::{Mask, Raster};
 
 pub(crate) const KEY: &str = "test-key-0123456789";
@@ -18,6 +20,28 @@ pub(crate) fn eval_dir() -> PathBuf {
 pub(crate) fn manifest() -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(eval_dir().join("manifest.json")).expect("manifest"))
         .expect("manifest json")
+}
+
+/// Masked PSNR of removal by `engine` with `mask` grown by `grow` pixels, on the true mask's
+/// pixels.
+pub(crate) fn removal_psnr(
+    image: &Raster,
+    mask: &Mask,
+    grow: u32,
+    engine: Engine,
+    clean: &Raster,
+    truth: &Mask,
+) -> f64 {
+    let mut options = WatermarkOptions::default();
+    options.detect.mask_dilate = grow;
+    options.inpaint.engine = engine;
+    let out = unmark_stages::remove_watermark_pixels(image, mask, &options).expect("remove");
+    psnr(&out, clean, Some(truth))
+}
+
+/// The mean of `v` (0 when empty).
+pub(crate) fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
 /// Paths of one eval case: (watermarked, mask, clean).

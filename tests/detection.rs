@@ -2,7 +2,7 @@
 //! detector's masks against the true masks, removal with the detected mask against removal with
 //! the true one, clean photos left alone, and `return=mask` over HTTP and the CLI.
 
-use unmark_schemas::params::WatermarkOptions;
+use unmark_schemas::params::Engine;
 use unmark_stages::detect::{auto, dilate};
 use unmark_stages::quality::{MaskScores, psnr};
 use unmark_stages::{Mask, Raster};
@@ -29,25 +29,6 @@ pub(crate) fn detect(image: &Raster) -> Mask {
     auto::detect(auto::Network::builtin(), image, 0.5).expect("detect")
 }
 
-/// Masked PSNR of removal (the default engine) with `mask` grown by `grow` pixels, on the true
-/// mask's pixels.
-pub(crate) fn removal_psnr(
-    image: &Raster,
-    mask: &Mask,
-    grow: u32,
-    clean: &Raster,
-    truth: &Mask,
-) -> f64 {
-    let mut options = WatermarkOptions::default();
-    options.detect.mask_dilate = grow;
-    let out = unmark_stages::remove_watermark_pixels(image, mask, &options).expect("remove");
-    psnr(&out, clean, Some(truth))
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
-}
-
 #[test]
 fn detector_finds_the_dev_marks() {
     let mut by_kind: std::collections::BTreeMap<String, Vec<MaskScores>> = Default::default();
@@ -63,8 +44,16 @@ fn detector_finds_the_dev_marks() {
         );
         by_kind.entry(kind).or_default().push(s);
         // The detected mask grown as the service grows it; the exact true mask as it is.
-        detected_psnr.push(removal_psnr(&image, &found, auto::GROWTH, &clean, &truth));
-        true_psnr.push(removal_psnr(&image, &truth, 0, &clean, &truth));
+        let engine = Engine::default();
+        detected_psnr.push(removal_psnr(
+            &image,
+            &found,
+            auto::GROWTH,
+            engine,
+            &clean,
+            &truth,
+        ));
+        true_psnr.push(removal_psnr(&image, &truth, 0, engine, &clean, &truth));
     }
     let mut all = Vec::new();
     for (kind, scores) in &by_kind {

@@ -1,6 +1,7 @@
 //! Watermark profiles on `../shared/eval/group` (one mark on 8 photos): the learned alpha
 //! against the truth, and removal with a profile against single-image removal.
 
+use unmark_schemas::params::Engine;
 use unmark_stages::detect::auto;
 use unmark_stages::profile;
 use unmark_stages::quality::psnr;
@@ -79,8 +80,8 @@ fn learned_profiles_match_the_truth_and_beat_single_image_removal() {
         let found = crate::detection::detect(wm);
         let (a, b, c) = (
             psnr(&out, clean, Some(&g.mask)),
-            crate::detection::removal_psnr(wm, &found, auto::GROWTH, clean, &g.mask),
-            crate::detection::removal_psnr(wm, &g.mask, 0, clean, &g.mask),
+            removal_psnr(wm, &found, auto::GROWTH, Engine::default(), clean, &g.mask),
+            removal_psnr(wm, &g.mask, 0, Engine::default(), clean, &g.mask),
         );
         eprintln!(
             "{name}: found at ({}, {}) x{:.2}; masked PSNR {a:.2} dB with the profile, {b:.2} dB single-image with the detected mask, {c:.2} dB with the exact mask",
@@ -92,7 +93,6 @@ fn learned_profiles_match_the_truth_and_beat_single_image_removal() {
         detected.push(b);
         exact.push(c);
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (a, b, c) = (mean(&with_profile), mean(&detected), mean(&exact));
     eprintln!(
         "mean: {a:.2} dB with a profile learned from the others; single image {b:.2} dB detected, {c:.2} dB with the exact mask"

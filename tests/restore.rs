@@ -1,8 +1,7 @@
 //! The `restore` engine against `telea` on every dev case of `../shared/eval`, with the exact
 //! masks: issue 6's goals for unblending, asserted on the whole dev set.
 
-use unmark_schemas::params::{Engine, WatermarkOptions};
-use unmark_stages::quality::psnr;
+use unmark_schemas::params::Engine;
 
 use crate::common::*;
 
@@ -13,16 +12,6 @@ const LOW_OPACITY_GAIN_FLOOR: f64 = 9.0;
 /// No kind of mark may be worse than `telea` by more than this on average (the issue's bound).
 const KIND_LOSS_CEILING: f64 = 0.5;
 
-/// Masked PSNR of `engine` on case `id` with its exact mask.
-fn masked_psnr(id: &str, engine: Engine) -> f64 {
-    let (wm, mask, clean) = case(id);
-    let (image, truth, clean) = (read_raster(&wm), read_mask(&mask), read_raster(&clean));
-    let mut options = WatermarkOptions::default();
-    options.inpaint.engine = engine;
-    let out = unmark_stages::remove_watermark_pixels(&image, &truth, &options).expect("remove");
-    psnr(&out, &clean, Some(&truth))
-}
-
 #[test]
 fn restore_unblends_the_dev_marks() {
     let mut low = Vec::new();
@@ -31,10 +20,10 @@ fn restore_unblends_the_dev_marks() {
         let id = c["id"].as_str().expect("id");
         let kind = c["kind"].as_str().expect("kind");
         let opacity = c["opacity"].as_f64().expect("opacity");
-        let (telea, restore) = (
-            masked_psnr(id, Engine::Telea),
-            masked_psnr(id, Engine::Restore),
-        );
+        let (wm, mask, clean) = case(id);
+        let (image, truth, clean) = (read_raster(&wm), read_mask(&mask), read_raster(&clean));
+        let psnr = |engine| removal_psnr(&image, &truth, 0, engine, &clean, &truth);
+        let (telea, restore) = (psnr(Engine::Telea), psnr(Engine::Restore));
         println!("{id}: opacity {opacity:.2}, telea {telea:.2} dB, restore {restore:.2} dB");
         if opacity <= 0.6 {
             low.push(restore - telea);
@@ -44,7 +33,6 @@ fn restore_unblends_the_dev_marks() {
             .or_default()
             .push(restore - telea);
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     assert!(!low.is_empty(), "no dev case of opacity 0.6 or less");
     assert!(
         mean(&low) >= LOW_OPACITY_GAIN_FLOOR,

@@ -163,11 +163,14 @@ fn restore_with(image: &mut Raster, mask: &Mask, prior: &Raster, covered: Option
         return false;
     }
     let op = fit.opacity;
+    let Some(mut texture) = Texture::around(image, mask) else {
+        return false;
+    };
     let full = match &chessboard {
         Some(chessboard) => {
             // The photo's own texture around the mark, from unmasked pixels only: how far the
             // fill may be off before a core pixel's alpha against it means anything.
-            let around = texture_variance(image, mask, &vec![false; mask.data.len()], 1.0);
+            let around = texture.variance(mask);
             let fill_error = |i: usize| prior_variance(around[i], depth[i]).sqrt();
             fully_covered(image, mask, prior, &fit, chessboard, fill_error)
         }
@@ -178,11 +181,9 @@ fn restore_with(image: &mut Raster, mask: &Mask, prior: &Raster, covered: Option
     // measure.
     let sweeps = if covered.is_some() { 0 } else { RIM_SWEEPS };
     let alphas = rim_alphas(image, mask, prior, &full, &fit, sweeps);
-    let texture = texture_variance(image, mask, &full, 1.0 - op);
-    let colour_spread = (0..3)
-        .map(|k| (fit.colour[k] - fit.mean_prior[k]).powi(2))
-        .sum::<f32>()
-        / 3.0;
+    texture.add_covered(image, mask, &masked, &full, 1.0 - op);
+    let texture = texture.variance(mask);
+    let colour_spread = mean_square(fit.colour, fit.mean_prior);
     // Every pixel is computed from the input (rim pixels read their neighbours), then written.
     let restored: Vec<[u8; 3]> = masked
         .iter()
@@ -193,10 +194,7 @@ fn restore_with(image: &mut Raster, mask: &Mask, prior: &Raster, covered: Option
             let inverted = fit.invert(o, alpha);
             // An error in the slope moves a value in proportion to its distance from the fit's
             // centre; on the rim the colour's error adds in proportion to the alpha.
-            let distance = (0..3)
-                .map(|k| (inverted[k] - fit.mean_prior[k]).powi(2))
-                .sum::<f32>()
-                / 3.0;
+            let distance = mean_square(inverted, fit.mean_prior);
             let mut var_inverted = (NOISE * NOISE + spread * spread * distance) / (keep * keep);
             if !full[i] {
                 var_inverted +=
@@ -257,9 +255,7 @@ fn fully_covered(
                 return false;
             }
             let p = rgb(prior, i);
-            let contrast = ((0..3).map(|k| (fit.colour[k] - p[k]).powi(2)).sum::<f32>() / 3.0)
-                .sqrt()
-                .max(1.0);
+            let contrast = mean_square(fit.colour, p).sqrt().max(1.0);
             let tolerance = (0.5 * op).max(FILL_ERRORS * fill_error(i) / contrast);
             alpha_of(rgb(image, i), p, fit.colour) >= op - tolerance
         })
@@ -269,9 +265,10 @@ fn fully_covered(
             if !full[i] || chessboard[i] > 2 {
                 return full[i];
             }
-            local_prior(image, mask, &full, fit, i, 2).is_none_or(|local| {
-                alpha_of(rgb(image, i), local, fit.colour) >= FULL_SHARE * fit.opacity
-            })
+            let (sum, n) = known_around(image, mask, &full, fit, i, 2, |_| {});
+            n == 0.0
+                || alpha_of(rgb(image, i), sum.map(|s| s / n), fit.colour)
+                    >= FULL_SHARE * fit.opacity
         })
         .collect()
 }
@@ -281,12 +278,13 @@ fn fully_covered(
 ///
 /// A rim pixel's alpha is first measured against the mean of its known 8-neighbours (unmasked
 /// ones as observed, fully covered ones inverted), or against the fill where none is known.
-/// Then `sweeps` sweeps (Jacobi's; [`RIM_SWEEPS`] in the engine) measure it again against all 8 neighbours, rim ones
-/// as their current alphas invert them, weighted by [`RIM_NEIGHBOUR`]: a thin stroke, all rim,
-/// and a part of a mark the fill test found partly covered, take their photo from each other
-/// as well as from the known pixels around. Each sweep moves a rim pixel's photo towards its
-/// neighbours' along the line the mark's colour allows, so the anti-aliased edge, which is a
-/// jump in the observed image, is smoothed away. 0 outside the mask.
+/// Then `sweeps` sweeps (Jacobi's; [`RIM_SWEEPS`] in the engine) measure it again against all
+/// 8 neighbours, rim ones as their current alphas invert them, weighted by [`RIM_NEIGHBOUR`]:
+/// a thin stroke, all rim, and a part of a mark the fill test found partly covered, take their
+/// photo from each other as well as from the known pixels around. Each sweep moves a rim
+/// pixel's photo towards its neighbours' along the line the mark's colour allows, so the
+/// anti-aliased edge, which is a jump in the observed image, is smoothed away. 0 outside the
+/// mask.
 fn rim_alphas(
     image: &Raster,
     mask: &Mask,
@@ -342,18 +340,21 @@ fn rim_alphas(
             alpha_of(o, local, fit.colour).min(op)
         })
         .collect();
+    let (mut photo, mut next) = (Vec::new(), Vec::new());
     for _ in 0..sweeps {
-        let photo: Vec<[f32; 3]> = observed
-            .iter()
+        observed
+            .par_iter()
             .zip(&current)
             .map(|(&o, &a)| fit.invert(o, a))
-            .collect();
-        let next: Vec<f32> = around
+            .collect_into_vec(&mut photo);
+        around
             .par_iter()
             .zip(&observed)
             .zip(&current)
             .map(|((a, &o), &now)| {
-                if a.count == 0.0 && a.rim.is_empty() {
+                let count = a.count + RIM_NEIGHBOUR * a.rim.len() as f32;
+                if count == 0.0 {
+                    // A pixel with no neighbour at all (a 1x1 image).
                     return now;
                 }
                 let mut sum = a.known;
@@ -362,15 +363,14 @@ fn rim_alphas(
                         *sum += RIM_NEIGHBOUR * v;
                     }
                 }
-                let count = a.count + RIM_NEIGHBOUR * a.rim.len() as f32;
                 alpha_of(o, sum.map(|s| s / count), fit.colour).min(op)
             })
-            .collect();
+            .collect_into_vec(&mut next);
         let moved = next
             .iter()
             .zip(&current)
             .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        current = next;
+        std::mem::swap(&mut current, &mut next);
         if moved < 1e-4 {
             break;
         }
@@ -379,21 +379,6 @@ fn rim_alphas(
         alphas[i] = a;
     }
     alphas
-}
-
-/// The mean photo around masked pixel `i`: its neighbours within `radius` (not itself) whose
-/// photo is known, unmasked ones as observed and fully covered ones inverted. `None` when
-/// none is known.
-fn local_prior(
-    image: &Raster,
-    mask: &Mask,
-    full: &[bool],
-    fit: &Blend,
-    i: usize,
-    radius: usize,
-) -> Option<[f32; 3]> {
-    let (sum, n) = known_around(image, mask, full, fit, i, radius, |_| {});
-    (n > 0.0).then(|| sum.map(|s| s / n))
 }
 
 /// The sum and count of the photo of masked pixel `i`'s neighbours within `radius` (not
@@ -593,94 +578,143 @@ fn chamfer(mask: &Mask, diagonal: f32) -> Vec<f32> {
     d
 }
 
-/// The photo's variance in a square window around each masked pixel (0 elsewhere), pooled
-/// over the two kinds of pixel whose photo is known up to an offset: unmasked pixels (luma as
-/// observed) and fully covered ones (luma divided by `keep`, so the colour's error cancels in
-/// their differences). Each kind's variance is weighted by its count in the window. The
-/// texture varies slowly, so the sums are kept per block of [`TEXTURE_BLOCK`] pixels and the
-/// window is the `2 * TEXTURE_BLOCKS + 1` blocks square around a pixel's block: memory stays a
-/// small fraction of the image's.
-fn texture_variance(image: &Raster, mask: &Mask, full: &[bool], keep: f32) -> Vec<f32> {
-    let (w, h) = (mask.width as usize, mask.height as usize);
-    let mut out = vec![0f32; w * h];
-    let Some(bbox) = super::bounding_box(mask) else {
-        return out;
-    };
-    let (b, r) = (TEXTURE_BLOCK, TEXTURE_BLOCKS);
-    let (bw, bh) = (w.div_ceil(b), h.div_ceil(b));
-    // Only blocks within the window of a masked pixel's block are ever read.
-    let (xs, ys) = (
-        (bbox.x0 as usize / b).saturating_sub(r) * b
-            ..((bbox.x1 as usize).div_ceil(b) + r).min(bw) * b,
-        (bbox.y0 as usize / b).saturating_sub(r) * b
-            ..((bbox.y1 as usize).div_ceil(b) + r).min(bh) * b,
-    );
-    // Per block and kind (0 unmasked, 1 fully covered): count, sum and sum of squares.
-    let mut blocks = vec![[0f64; 6]; bw * bh];
-    for y in ys.start..ys.end.min(h) {
-        for x in xs.start..xs.end.min(w) {
-            let i = y * w + x;
-            let p = rgb(image, i);
-            let luma = f64::from(p[0] + p[1] + p[2]) / 3.0;
-            let (kind, v) = if mask.data[i] == 0 {
-                (0, luma)
-            } else if full[i] {
-                (3, luma / f64::from(keep.max(0.05)))
-            } else {
-                continue;
-            };
-            let block = &mut blocks[(y / b) * bw + x / b];
-            block[kind] += 1.0;
-            block[kind + 1] += v;
-            block[kind + 2] += v * v;
-        }
-    }
-    // Summed-area table over the blocks, with a zero row and column in front.
-    let mut table = vec![[0f64; 6]; (bw + 1) * (bh + 1)];
-    for by in 0..bh {
-        let mut row = [0f64; 6];
-        for bx in 0..bw {
-            let at = (by + 1) * (bw + 1) + bx + 1;
-            for k in 0..6 {
-                row[k] += blocks[by * bw + bx][k];
-                table[at][k] = table[at - bw - 1][k] + row[k];
-            }
-        }
-    }
-    let mut variance = vec![0f32; bw * bh];
-    for by in 0..bh {
-        for bx in 0..bw {
-            let (xa, ya) = (bx.saturating_sub(r), by.saturating_sub(r));
-            let (xb, yb) = ((bx + r + 1).min(bw), (by + r + 1).min(bh));
-            let t = |x: usize, y: usize| table[y * (bw + 1) + x];
-            let (p, q, u, v) = (t(xb, yb), t(xb, ya), t(xa, yb), t(xa, ya));
-            let s: [f64; 6] = std::array::from_fn(|k| p[k] - q[k] - u[k] + v[k]);
-            let mut pooled = 0f64;
-            for (n, sum, squares) in [(s[0], s[1], s[2]), (s[3], s[4], s[5])] {
-                if n > 0.0 {
-                    pooled += (squares - sum * sum / n).max(0.0);
+/// The photo's variance in a square window around each masked pixel, pooled over the two
+/// kinds of pixel whose photo is known up to an offset: unmasked pixels (luma as observed) and
+/// fully covered ones (luma divided by `keep`, so the colour's error cancels in their
+/// differences). Each kind's variance is weighted by its count in the window. The texture
+/// varies slowly, so the sums are kept per block of [`TEXTURE_BLOCK`] pixels and the window is
+/// the `2 * TEXTURE_BLOCKS + 1` blocks square around a pixel's block: memory stays a small
+/// fraction of the image's.
+///
+/// The unmarked pixels' sums are taken once ([`Texture::around`]); the fully covered pixels
+/// are added when they are known ([`Texture::add_covered`]).
+struct Texture {
+    /// Blocks across and down.
+    bw: usize,
+    bh: usize,
+    /// Per block and kind (0 unmasked, 1 fully covered): count, sum and sum of squares.
+    blocks: Vec<[f64; 6]>,
+    bbox: super::Rect,
+}
+
+impl Texture {
+    /// The sums of the unmasked pixels in the blocks any masked pixel's window reads. `None`
+    /// for an empty mask.
+    fn around(image: &Raster, mask: &Mask) -> Option<Self> {
+        let (w, h) = (mask.width as usize, mask.height as usize);
+        let bbox = super::bounding_box(mask)?;
+        let (b, r) = (TEXTURE_BLOCK, TEXTURE_BLOCKS);
+        let (bw, bh) = (w.div_ceil(b), h.div_ceil(b));
+        // Only blocks within the window of a masked pixel's block are ever read.
+        let (xs, ys) = (
+            (bbox.x0 as usize / b).saturating_sub(r) * b
+                ..((bbox.x1 as usize).div_ceil(b) + r).min(bw) * b,
+            (bbox.y0 as usize / b).saturating_sub(r) * b
+                ..((bbox.y1 as usize).div_ceil(b) + r).min(bh) * b,
+        );
+        let mut texture = Texture {
+            bw,
+            bh,
+            blocks: vec![[0f64; 6]; bw * bh],
+            bbox,
+        };
+        for y in ys.start..ys.end.min(h) {
+            for x in xs.start..xs.end.min(w) {
+                let i = y * w + x;
+                if mask.data[i] == 0 {
+                    texture.add(0, x, y, luma(image, i));
                 }
             }
-            let n = s[0] + s[3];
-            if n > 0.0 {
-                variance[by * bw + bx] = (pooled / n) as f32;
-            }
+        }
+        Some(texture)
+    }
+
+    /// Adds the fully covered pixels among `masked`, their luma divided by `keep`.
+    fn add_covered(
+        &mut self,
+        image: &Raster,
+        mask: &Mask,
+        masked: &[usize],
+        full: &[bool],
+        keep: f32,
+    ) {
+        let w = mask.width as usize;
+        for &i in masked.iter().filter(|&&i| full[i]) {
+            self.add(3, i % w, i / w, luma(image, i) / f64::from(keep.max(0.05)));
         }
     }
-    for y in bbox.y0 as usize..bbox.y1 as usize {
-        for x in bbox.x0 as usize..bbox.x1 as usize {
-            if mask.data[y * w + x] != 0 {
-                out[y * w + x] = variance[(y / b) * bw + x / b];
+
+    fn add(&mut self, kind: usize, x: usize, y: usize, v: f64) {
+        let block = &mut self.blocks[(y / TEXTURE_BLOCK) * self.bw + x / TEXTURE_BLOCK];
+        block[kind] += 1.0;
+        block[kind + 1] += v;
+        block[kind + 2] += v * v;
+    }
+
+    /// The pooled variance around each masked pixel (0 elsewhere).
+    fn variance(&self, mask: &Mask) -> Vec<f32> {
+        let (w, h) = (mask.width as usize, mask.height as usize);
+        let (b, r, bw, bh) = (TEXTURE_BLOCK, TEXTURE_BLOCKS, self.bw, self.bh);
+        // Summed-area table over the blocks, with a zero row and column in front.
+        let mut table = vec![[0f64; 6]; (bw + 1) * (bh + 1)];
+        for by in 0..bh {
+            let mut row = [0f64; 6];
+            for bx in 0..bw {
+                let at = (by + 1) * (bw + 1) + bx + 1;
+                for k in 0..6 {
+                    row[k] += self.blocks[by * bw + bx][k];
+                    table[at][k] = table[at - bw - 1][k] + row[k];
+                }
             }
         }
+        let mut variance = vec![0f32; bw * bh];
+        for by in 0..bh {
+            for bx in 0..bw {
+                let (xa, ya) = (bx.saturating_sub(r), by.saturating_sub(r));
+                let (xb, yb) = ((bx + r + 1).min(bw), (by + r + 1).min(bh));
+                let t = |x: usize, y: usize| table[y * (bw + 1) + x];
+                let (p, q, u, v) = (t(xb, yb), t(xb, ya), t(xa, yb), t(xa, ya));
+                let s: [f64; 6] = std::array::from_fn(|k| p[k] - q[k] - u[k] + v[k]);
+                let mut pooled = 0f64;
+                for (n, sum, squares) in [(s[0], s[1], s[2]), (s[3], s[4], s[5])] {
+                    if n > 0.0 {
+                        pooled += (squares - sum * sum / n).max(0.0);
+                    }
+                }
+                let n = s[0] + s[3];
+                if n > 0.0 {
+                    variance[by * bw + bx] = (pooled / n) as f32;
+                }
+            }
+        }
+        let mut out = vec![0f32; w * h];
+        let bbox = &self.bbox;
+        for y in bbox.y0 as usize..bbox.y1 as usize {
+            for x in bbox.x0 as usize..bbox.x1 as usize {
+                if mask.data[y * w + x] != 0 {
+                    out[y * w + x] = variance[(y / b) * bw + x / b];
+                }
+            }
+        }
+        out
     }
-    out
+}
+
+/// A pixel's luma: the mean of its three colour channels.
+fn luma(image: &Raster, i: usize) -> f64 {
+    let p = rgb(image, i);
+    f64::from(p[0] + p[1] + p[2]) / 3.0
 }
 
 fn rgb(r: &Raster, i: usize) -> [f32; 3] {
     let c = r.channels as usize;
     let p = &r.data[i * c..i * c + 3];
     [p[0] as f32, p[1] as f32, p[2] as f32]
+}
+
+/// The mean over the three channels of the squared difference between `a` and `b`.
+fn mean_square(a: [f32; 3], b: [f32; 3]) -> f32 {
+    (0..3).map(|k| (a[k] - b[k]).powi(2)).sum::<f32>() / 3.0
 }
 
 /// Projection of `o - p` on `colour - p`, as an alpha in [0, 1].
@@ -972,9 +1006,9 @@ mod tests {
     }
 
     /// Deep inside a large mark the fill, drawn in from the edge, is far from the photo: here
-    /// a darker disc, 30 px from the mask's edge, that the edge never shows. Against the fill the disc's pixels look barely
-    /// covered; that is within the fill's error so far from the edge, so they keep the
-    /// opacity and the disc comes back.
+    /// a darker disc, 30 px from the mask's edge, that the edge never shows. Against the fill
+    /// the disc's pixels look barely covered; that is within the fill's error so far from the
+    /// edge, so they keep the opacity and the disc comes back.
     #[test]
     fn deep_inside_a_large_mark_the_fill_does_not_decide() {
         let (w, h) = (110u32, 110u32);
