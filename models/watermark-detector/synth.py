@@ -51,6 +51,16 @@ PHOTOS += [(PLASMA, f + "/contents/images/1920x1080.jpg")
            for f in ["Autumn", "BytheWater", "ColdRipple", "DarkestHour", "EveningGlow",
                      "FallenLeaf", "FlyingKonqui", "Grey", "Kite", "OneStandsOut", "PastelHills",
                      "Path", "summer_1am"]]
+# Ubuntu Touch 16.04's photo wallpapers (Debian lomiri-wallpapers-16.04) and GNOME's wood
+# (gnome-backgrounds), added for the second round of training (detector v3.1).
+PHOTOS += [(WALLPAPERS, f) for f in [
+    "Bridge_by_Sander_Klootwijk.jpg", "Dragonfly_by_Bolly.jpg", "Picture_0B_by_freespace.jpg",
+    "Picture_1A_by_freespace.jpg", "Wine_by_Jakkub_Mede.jpg", "aitzgorri_by_Aitzol_Berasategi.jpg",
+    "analogpattern_by_Peter_Nerlich.jpg", "free_by_Peter_Nerlich.jpg",
+    "friends_by_Aitzol_Berasategi.jpg", "greentock_by_Peter_Nerlich.jpg",
+    "life_by_Aitzol_Berasategi.jpg", "picosdeeuropa_by_Aitzol_Berasategi.jpg",
+    "seeding_by_Clements_Engelhardt.jpg", "sunset_by_Aitzol_Berasategi.jpg",
+    "umang_by_Abhishek_Mudgal.jpg", "gnome/wood-l.webp"]]
 
 WORDS = ["SAMPLE", "PREVIEW", "DRAFT", "PROOF", "CONFIDENTIAL", "DO NOT COPY", "Copyright",
          "Licensed", "Stock", "Photo", "Studio", "Images", "Demo", "Watermark", "Property of",
@@ -134,7 +144,8 @@ def logo_layer(rng, size, latin):
     s = int(size)
     layer = Image.new("L", (s, s), 0)
     d = ImageDraw.Draw(layer)
-    kind = rng.choice(["circle", "ring", "star", "rect", "triangle", "camera"])
+    kind = rng.choice(["circle", "ring", "star", "rect", "triangle", "camera", "shield",
+                       "hexagon", "diamond"])
     m = max(1, s // 12)
     if kind == "circle":
         d.ellipse([m, m, s - m, s - m], fill=255)
@@ -151,6 +162,19 @@ def logo_layer(rng, size, latin):
         d.rounded_rectangle([m, s // 4, s - m, s - s // 4], radius=s // 8, fill=255)
     elif kind == "triangle":
         d.polygon([(s / 2, m), (s - m, s - m), (m, s - m)], fill=255)
+    elif kind == "shield":
+        top, mid = s // 6, int(s * 0.55)
+        d.polygon([(m, top), (s / 2, m), (s - m, top), (s - m, mid), (s / 2, s - m), (m, mid)],
+                  fill=255)
+    elif kind in ("hexagon", "diamond"):
+        n, c, r = (6, s / 2, s / 2 - m) if kind == "hexagon" else (4, s / 2, s / 2 - m)
+        turn = rng.uniform(0, np.pi / n)
+        pts = [(c + r * np.cos(turn + 2 * np.pi * k / n), c + r * np.sin(turn + 2 * np.pi * k / n))
+               for k in range(n)]
+        if rng.random() < 0.5:
+            d.polygon(pts, fill=255)
+        else:
+            d.polygon(pts, outline=255, width=max(2, s // 12))
     else:
         d.rounded_rectangle([m, s // 3, s - m, s - m], radius=s // 10, fill=255)
         d.rectangle([s // 3, s // 5, 2 * s // 3, s // 3], fill=255)
@@ -161,7 +185,7 @@ def logo_layer(rng, size, latin):
         text = "".join(rng.choice("ABCDEFGHKMPRSTWXYZ") for _ in range(rng.randint(1, 3)))
         box = font.getbbox(text)
         pos = ((s - (box[2] - box[0])) / 2 - box[0], (s - (box[3] - box[1])) / 2 - box[1])
-        d.text(pos, text, fill=0 if kind in ("circle", "rect", "star") else 255, font=font)
+        d.text(pos, text, fill=0 if kind in ("circle", "rect", "star", "shield") else 255, font=font)
     if rng.random() < 0.5:
         word = text_layer(rng, random_text(rng), rng.choice(latin), s * rng.uniform(0.3, 0.6), 0)
         both = Image.new("L", (s + word.width + s // 8, max(s, word.height)), 0)
@@ -233,7 +257,7 @@ def sample(rng, photos, latin, cjk, size):
     real watermarked image."""
     virtual = max(size, int(rng.uniform(256, 704)))
     photo = Image.fromarray(rng.choice(photos))
-    scale = virtual / min(photo.size) * rng.uniform(1.0, 1.5)
+    scale = virtual / min(photo.size) * rng.uniform(1.0, 2.0)
     nw, nh = max(virtual, round(photo.width * scale)), max(virtual, round(photo.height * scale))
     x, y = rng.randint(0, nw - virtual), rng.randint(0, nh - virtual)
     # Only the part that is kept is resampled (the photo scaled to nw x nh, then cropped).

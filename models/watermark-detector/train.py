@@ -7,7 +7,8 @@ seeds, torch is seeded, and training runs on the CPU with 2 threads. The network
 deliberately small (a four-level U-Net of 3x3 convolutions, 16/32/48/64 channels, about 250k
 weights), so that the stage runs it on the CPU in about a second at 512 px. It starts from the
 weights of the previous, three-level network (`detector-v2.bin`, which it contains exactly; see
-warm_start). Its layout is described in stages/src/detect/auto.rs, which checks every layer's
+warm_start); a further round starts from a version 3 file (`--init`) and draws new samples
+(`--seed`). Its layout is described in stages/src/detect/auto.rs, which checks every layer's
 shape against it.
 
 Weights file: b"UMWD" + u32 version (3; 2 for the three-level network) + u32 layer count, then
@@ -156,6 +157,9 @@ def main():
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--parity", help="only write the parity fixture of the weights in --out here")
     p.add_argument("--warm", help="start from this version 2 weights file (see warm_start)")
+    p.add_argument("--init", help="start from this version 3 weights file (a further round)")
+    p.add_argument("--seed", type=int, default=1000,
+                   help="the first data chunk's seed (a further round draws new samples)")
     args = p.parse_args()
     if args.parity:
         write_parity(load(args.out), args.parity)
@@ -163,7 +167,7 @@ def main():
     torch.manual_seed(7)
     torch.set_num_threads(2)
     started = time.time()
-    chunks = [(1000 + i, 1000, args.size) for i in range(args.samples // 1000)]
+    chunks = [(args.seed + i, 1000, args.size) for i in range(args.samples // 1000)]
     with multiprocessing.Pool(2) as pool:
         parts = pool.map(synth.batch_worker, chunks)
     xs = np.concatenate([p[0] for p in parts])
@@ -173,6 +177,8 @@ def main():
     model = Detector()
     if args.warm:
         warm_start(model, args.warm)
+    if args.init:
+        read_into(model.convs(), args.init, VERSION)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps)
     rng = np.random.default_rng(7)
