@@ -11,11 +11,11 @@
 //!
 //! It is trained on synthetic marks (text, rotated and tiled text, CJK, logos with wordmarks,
 //! tiled logos; random fonts, colours, opacities, JPEG) over photos that registry packages
-//! ship, by `models/watermark-detector/train.py`, in two rounds (the second on new samples
-//! over more photos and logo shapes), and its weights (1 MiB) are built into the binary. It
-//! runs on the CPU at a working size of at most [`DETECT_SIDE`] pixels, on the image and on
-//! its mirror image; the mean of the two passes' logits is scaled back up bilinearly and
-//! thresholded at full size.
+//! ship, by `models/watermark-detector/train.py`, in three rounds (the second and third on new
+//! samples, over more photos and logo shapes), and its weights (1 MiB) are built into the
+//! binary. It runs on the CPU at a working size of at most [`DETECT_SIDE`] pixels, on the
+//! image and on its mirror image; the mean of the two passes' logits is scaled back up
+//! bilinearly and thresholded at full size.
 //!
 //! Weights file, little-endian: `b"UMWD"`, `u32` version (3), `u32` layer count (14), then per
 //! layer `u32` in, out, kernel, dilation, the weights `[out][in][ky][kx]` and the biases, all
