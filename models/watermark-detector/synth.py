@@ -52,7 +52,7 @@ PHOTOS += [(PLASMA, f + "/contents/images/1920x1080.jpg")
                      "FallenLeaf", "FlyingKonqui", "Grey", "Kite", "OneStandsOut", "PastelHills",
                      "Path", "summer_1am"]]
 # Ubuntu Touch 16.04's photo wallpapers (Debian lomiri-wallpapers-16.04) and GNOME's wood
-# (gnome-backgrounds), added for the second round of training (detector v3.1).
+# (gnome-backgrounds), added for the second and third rounds of training.
 PHOTOS += [(WALLPAPERS, f) for f in [
     "Bridge_by_Sander_Klootwijk.jpg", "Dragonfly_by_Bolly.jpg", "Picture_0B_by_freespace.jpg",
     "Picture_1A_by_freespace.jpg", "Wine_by_Jakkub_Mede.jpg", "aitzgorri_by_Aitzol_Berasategi.jpg",
@@ -167,10 +167,10 @@ def logo_layer(rng, size, latin):
         d.polygon([(m, top), (s / 2, m), (s - m, top), (s - m, mid), (s / 2, s - m), (m, mid)],
                   fill=255)
     elif kind in ("hexagon", "diamond"):
-        n, c, r = (6, s / 2, s / 2 - m) if kind == "hexagon" else (4, s / 2, s / 2 - m)
+        n, c, r = 6 if kind == "hexagon" else 4, s / 2, s / 2 - m
         turn = rng.uniform(0, np.pi / n)
-        pts = [(c + r * np.cos(turn + 2 * np.pi * k / n), c + r * np.sin(turn + 2 * np.pi * k / n))
-               for k in range(n)]
+        angles = [turn + 2 * np.pi * k / n for k in range(n)]
+        pts = [(c + r * np.cos(a), c + r * np.sin(a)) for a in angles]
         if rng.random() < 0.5:
             d.polygon(pts, fill=255)
         else:
@@ -185,7 +185,8 @@ def logo_layer(rng, size, latin):
         text = "".join(rng.choice("ABCDEFGHKMPRSTWXYZ") for _ in range(rng.randint(1, 3)))
         box = font.getbbox(text)
         pos = ((s - (box[2] - box[0])) / 2 - box[0], (s - (box[3] - box[1])) / 2 - box[1])
-        d.text(pos, text, fill=0 if kind in ("circle", "rect", "star", "shield") else 255, font=font)
+        cut = kind in ("circle", "rect", "star", "shield")
+        d.text(pos, text, fill=0 if cut else 255, font=font)
     if rng.random() < 0.5:
         word = text_layer(rng, random_text(rng), rng.choice(latin), s * rng.uniform(0.3, 0.6), 0)
         both = Image.new("L", (s + word.width + s // 8, max(s, word.height)), 0)
