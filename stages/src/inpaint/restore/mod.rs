@@ -180,7 +180,7 @@ fn restore_with(image: &mut Raster, mask: &Mask, prior: &Raster, covered: Option
     // against 34.76 dB, the deep field 26.68 against 28.59), so its rim keeps the first
     // measure.
     let sweeps = if covered.is_some() { 0 } else { RIM_SWEEPS };
-    let alphas = rim_alphas(image, mask, prior, &full, &fit, sweeps);
+    let alphas = rim_alphas(image, mask, &masked, prior, &full, &fit, sweeps);
     texture.add_covered(image, mask, &masked, &full, 1.0 - op);
     let texture = texture.variance(mask);
     let colour_spread = mean_square(fit.colour, fit.mean_prior);
@@ -284,25 +284,23 @@ fn fully_covered(
 /// photo from each other as well as from the known pixels around. Each sweep moves a rim
 /// pixel's photo towards its neighbours' along the line the mark's colour allows, so the
 /// anti-aliased edge, which is a jump in the observed image, is smoothed away. 0 outside the
-/// mask.
+/// mask, whose pixels `masked` lists (the caller's [`masked_pixels`]).
 fn rim_alphas(
     image: &Raster,
     mask: &Mask,
+    masked: &[usize],
     prior: &Raster,
     full: &[bool],
     fit: &Blend,
     sweeps: usize,
 ) -> Vec<f32> {
-    let (w, h) = (mask.width as usize, mask.height as usize);
     let op = fit.opacity;
-    let mut alphas: Vec<f32> = (0..w * h).map(|i| if full[i] { op } else { 0.0 }).collect();
-    let rim: Vec<usize> = (0..w * h)
-        .filter(|&i| mask.data[i] != 0 && !full[i])
-        .collect();
+    let mut alphas: Vec<f32> = full.iter().map(|&f| if f { op } else { 0.0 }).collect();
+    let rim: Vec<usize> = masked.iter().copied().filter(|&i| !full[i]).collect();
     if rim.is_empty() {
         return alphas;
     }
-    let mut slot = vec![u32::MAX; w * h];
+    let mut slot = vec![u32::MAX; full.len()];
     for (n, &i) in rim.iter().enumerate() {
         slot[i] = n as u32;
     }
@@ -1063,9 +1061,9 @@ mod tests {
             mean_prior: [128.0; 3],
         };
         let full = vec![false; truth.len()];
+        let pixels = masked_pixels(&mask);
         let error = |sweeps: usize| {
-            let alphas = rim_alphas(&marked, &mask, &prior, &full, &fit, sweeps);
-            let pixels = masked_pixels(&mask);
+            let alphas = rim_alphas(&marked, &mask, &pixels, &prior, &full, &fit, sweeps);
             pixels
                 .iter()
                 .map(|&i| (alphas[i] - truth[i]).abs())
