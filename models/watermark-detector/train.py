@@ -156,8 +156,9 @@ def main():
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--parity", help="only write the parity fixture of the weights in --out here")
-    p.add_argument("--warm", help="start from this version 2 weights file (see warm_start)")
-    p.add_argument("--init", help="start from this version 3 weights file (a further round)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--warm", help="start from this version 2 weights file (see warm_start)")
+    start.add_argument("--init", help="start from this version 3 weights file (a further round)")
     p.add_argument("--seed", type=int, default=1000,
                    help="the first data chunk's seed (a further round draws new samples)")
     args = p.parse_args()
@@ -177,7 +178,7 @@ def main():
     model = Detector()
     if args.warm:
         warm_start(model, args.warm)
-    if args.init:
+    elif args.init:
         read_into(model.convs(), args.init, VERSION)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps)
