@@ -88,13 +88,14 @@ fn detector_finds_the_dev_marks() {
 /// Measured with the committed weights (the third round of training) and the tiled marks'
 /// completion: mean F1 0.537 (the second round 0.516, the first 0.468, the three-level
 /// network 0.347), the weakest kinds logo_corner 0.435 and logo_center 0.439, the tiled kinds
-/// 0.540 (text) and 0.728 (logo); removal 21.69 dB with the detected mask against 33.00 dB
-/// with the true one (66%). The removal follows the recall; the floor follows the
-/// measurement, not the goal (95%).
+/// 0.540 (text) and 0.728 (logo); removal 22.04 dB with the detected mask against 32.97 dB
+/// with the true one (66.8%; 21.69 against 33.00 before `restore` found where a loose mask's
+/// core begins). The removal follows the recall; the floor follows the measurement, not the
+/// goal (95%).
 const F1_FLOOR: f64 = 0.50;
 const KIND_F1_FLOOR: f64 = 0.38;
 const TILED_F1_FLOOR: f64 = 0.50;
-const PSNR_SHARE_FLOOR: f64 = 0.63;
+const PSNR_SHARE_FLOOR: f64 = 0.65;
 
 #[test]
 fn clean_photos_are_left_alone() {

@@ -6,9 +6,12 @@
 //! everywhere. The engine:
 //!
 //! 1. takes the `telea` fill as a prior for the photo;
-//! 2. splits the mask into its *core* (pixels with no unmasked pixel among their 8 neighbours,
-//!    nearly all fully covered by the mark) and its *rim* (the ring the mark's anti-aliased
-//!    edge passes through, partly covered);
+//! 2. splits the mask into its *core* (nearly all fully covered by the mark) and its *rim*
+//!    (the ring the mark's anti-aliased edge passes through, partly covered). For a mask
+//!    drawn tight, the core is every pixel with no unmasked pixel among its 8 neighbours;
+//!    a mask drawn, grown or detected loosely holds rings of photo outside the mark's edge,
+//!    and its core begins inside the first ring that differs from the fill by the mark's
+//!    contrast ([`core_start`]), the rings outside it counting as rim;
 //! 3. estimates the opacity and colour once for the whole mark, by a robust (Huber) fit of
 //!    `observed = (1 - opacity) * prior + opacity * colour` over core pixels near the edge,
 //!    where the fill is a good predictor of the photo (deep inside a large mark it is not, and
@@ -39,6 +42,12 @@ use crate::{Mask, Raster};
 
 /// Core pixels at most this far from the mask's edge take part in the fit.
 const FIT_DEPTH: f32 = 4.0;
+/// The mask's rings ([`core_start`]) looked at for the mark's edge: a brush stroke seldom
+/// reaches further out.
+const MAX_RINGS: usize = 12;
+/// The share of the largest ring's median difference from the fill at which the mark's edge
+/// is taken to be.
+const RING_SHARE: f32 = 0.35;
 /// The fewest pixels a fit is made from.
 const MIN_FIT: usize = 20;
 /// The highest opacity the fit may return (beyond it nothing is left to invert).
@@ -113,19 +122,23 @@ fn restore_with(image: &mut Raster, mask: &Mask, prior: &Raster, covered: Option
         return false;
     }
     // With no shape given, the core and (below) the fully covered pixels come from each
-    // pixel's chessboard depth in the mask.
+    // pixel's chessboard depth in the mask: the core begins where the mark does.
     let (core, chessboard) = match covered {
         Some(covered) => (covered.to_vec(), None),
         None => {
             let depth = chessboard_depth(mask);
-            (depth.iter().map(|&d| d >= 2).collect(), Some(depth))
+            let start = core_start(image, prior, &masked, &depth);
+            let core = depth.iter().map(|&d| d >= start).collect();
+            (core, Some((depth, start)))
         }
     };
+    // The fit reads the core's outer layers, wherever the core begins.
+    let fit_depth = FIT_DEPTH + chessboard.as_ref().map_or(0.0, |(_, s)| (s - 2) as f32);
     let depth = depth(mask);
     let mut fit_set: Vec<usize> = masked
         .iter()
         .copied()
-        .filter(|&i| core[i] && depth[i] <= FIT_DEPTH)
+        .filter(|&i| core[i] && depth[i] <= fit_depth)
         .collect();
     if fit_set.len() < MIN_FIT {
         fit_set = masked.iter().copied().filter(|&i| core[i]).collect();
@@ -167,12 +180,12 @@ fn restore_with(image: &mut Raster, mask: &Mask, prior: &Raster, covered: Option
         return false;
     };
     let full = match &chessboard {
-        Some(chessboard) => {
+        Some((chessboard, start)) => {
             // The photo's own texture around the mark, from unmasked pixels only: how far the
             // fill may be off before a core pixel's alpha against it means anything.
             let around = texture.variance(mask);
             let fill_error = |i: usize| prior_variance(around[i], depth[i]).sqrt();
-            fully_covered(image, mask, prior, &fit, chessboard, fill_error)
+            fully_covered(image, mask, prior, &fit, chessboard, *start, fill_error)
         }
         None => core,
     };
@@ -246,12 +259,13 @@ fn fully_covered(
     prior: &Raster,
     fit: &Blend,
     chessboard: &[u32],
+    start: u32,
     fill_error: impl Fn(usize) -> f32,
 ) -> Vec<bool> {
     let op = fit.opacity;
     let full: Vec<bool> = (0..mask.data.len())
         .map(|i| {
-            if chessboard[i] < 2 {
+            if chessboard[i] < start {
                 return false;
             }
             let p = rgb(prior, i);
@@ -262,7 +276,7 @@ fn fully_covered(
         .collect();
     (0..mask.data.len())
         .map(|i| {
-            if !full[i] || chessboard[i] > 2 {
+            if !full[i] || chessboard[i] > start {
                 return full[i];
             }
             let (sum, n) = known_around(image, mask, &full, fit, i, 2, |_| {});
@@ -494,6 +508,38 @@ fn median(mut v: Vec<f32>) -> f32 {
     }
     let mid = v.len() / 2;
     *v.select_nth_unstable_by(mid, f32::total_cmp).1
+}
+
+/// The chessboard depth at which the mark's core begins: 2 for a mask drawn tight around
+/// its mark, whose outer ring is the mark's anti-aliased edge, more for a mask drawn, grown or
+/// detected loosely, whose outer rings are the photo.
+///
+/// Per ring of the mask (chessboard depth 1, 2, ...), the median difference between the
+/// observed colour and the fill. Near the mask's edge the fill predicts the photo well, so a
+/// ring of photo differs from it by little and a ring under the mark by the mark's own
+/// contrast. The first ring that reaches [`RING_SHARE`] of the largest median is the mark's
+/// edge, and the core begins at the ring inside it (at most at the deepest ring).
+fn core_start(image: &Raster, prior: &Raster, masked: &[usize], chessboard: &[u32]) -> u32 {
+    let mut rings: Vec<Vec<f32>> = vec![Vec::new(); MAX_RINGS];
+    let mut deepest = 0;
+    for &i in masked {
+        let d = chessboard[i];
+        deepest = deepest.max(d);
+        if let Some(ring) = rings.get_mut(d as usize - 1) {
+            ring.push(mean_square(rgb(image, i), rgb(prior, i)).sqrt());
+        }
+    }
+    let medians: Vec<f32> = rings
+        .into_iter()
+        .take_while(|ring| ring.len() >= MIN_FIT)
+        .map(median)
+        .collect();
+    let peak = medians.iter().copied().fold(0.0, f32::max);
+    let edge = medians
+        .iter()
+        .position(|&m| m >= RING_SHARE * peak)
+        .map_or(1, |k| k as u32 + 1);
+    (edge + 1).min(deepest).max(2)
 }
 
 /// Each pixel's chessboard distance to the nearest unmasked pixel (0 outside the mask; the
@@ -1074,6 +1120,63 @@ mod tests {
         assert!(
             swept < 0.8 * first,
             "mean alpha error: {swept:.4} after the sweeps, {first:.4} before"
+        );
+    }
+
+    /// A textured photo with a half-transparent white square (20 to 60 in both directions),
+    /// and a mask around it `loose` px wider than the mark on every side.
+    fn square_with_mask(loose: u32) -> (Raster, Raster, Mask) {
+        let (w, h) = (80u32, 80u32);
+        let photo = waves(w, h);
+        let mut marked = photo.clone();
+        let mut mask = Mask::new(w, h);
+        for y in 20 - loose..60 + loose {
+            for x in 20 - loose..60 + loose {
+                mask.set(x, y, true);
+                if (20..60).contains(&x) && (20..60).contains(&y) {
+                    whiten(marked.pixel_mut(x, y), 115);
+                }
+            }
+        }
+        (photo, marked, mask)
+    }
+
+    /// The core begins inside the mask's outer ring when the mask is drawn tight, and inside
+    /// the mark's edge when it is drawn 3 px wider: its outer three rings are the photo.
+    #[test]
+    fn the_core_begins_where_the_mark_does() {
+        for (loose, expected) in [(0, 2), (3, 5)] {
+            let (_, marked, mask) = square_with_mask(loose);
+            let prior = inpainted(&marked, &mask, Engine::Telea);
+            let start = core_start(
+                &marked,
+                &prior,
+                &masked_pixels(&mask),
+                &chessboard_depth(&mask),
+            );
+            assert_eq!(start, expected, "mask {loose} px wider than the mark");
+        }
+    }
+
+    /// A mask drawn 2 px wider than the mark is still unblended, not filled: the rings of
+    /// photo inside it are not inverted as if under the mark, and the fit reads the core.
+    #[test]
+    fn a_loose_mask_is_still_unblended() {
+        let (photo, marked, exact) = square_with_mask(0);
+        let (_, _, loose) = square_with_mask(2);
+        let score = |mask: &Mask, engine| {
+            crate::quality::psnr(&inpainted(&marked, mask, engine), &photo, Some(&exact))
+        };
+        let (p_exact, p_loose) = (
+            score(&exact, Engine::Restore),
+            score(&loose, Engine::Restore),
+        );
+        let p_telea = score(&loose, Engine::Telea);
+        // Measured: 28.2 dB against 35.0 with the exact mask and 19.9 for telea (27.2 when
+        // the core began at the mask's second ring whatever the mask).
+        assert!(
+            p_loose > p_exact - 8.0 && p_loose > p_telea + 6.0,
+            "loose {p_loose:.2} dB, exact {p_exact:.2} dB, telea on the loose mask {p_telea:.2} dB"
         );
     }
 }
