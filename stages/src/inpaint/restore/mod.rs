@@ -40,7 +40,8 @@ use rayon::prelude::*;
 
 use crate::{Mask, Raster};
 
-/// Core pixels at most this far from the mask's edge take part in the fit.
+/// Core pixels at most this far from the mask's edge take part in the fit (further by as many
+/// rings as [`core_start`] moves the core inwards).
 const FIT_DEPTH: f32 = 4.0;
 /// The mask's rings ([`core_start`]) looked at for the mark's edge: a brush stroke seldom
 /// reaches further out.
@@ -543,8 +544,9 @@ fn core_start(image: &Raster, prior: &Raster, masked: &[usize], chessboard: &[u3
 }
 
 /// Each pixel's chessboard distance to the nearest unmasked pixel (0 outside the mask; the
-/// border of the image counts as masked): 1 on the ring an anti-aliased edge passes through,
-/// 2 or more in the mark's core.
+/// border of the image counts as masked). In a mask drawn tight, 1 is the ring an
+/// anti-aliased edge passes through and 2 or more the mark's core; [`core_start`] finds where
+/// the core begins in a looser one.
 fn chessboard_depth(mask: &Mask) -> Vec<u32> {
     chamfer(mask, 1.0).into_iter().map(|d| d as u32).collect()
 }
