@@ -13,9 +13,12 @@
 //! tiled logos; random fonts, colours, opacities, JPEG) over photos that registry packages
 //! ship, by `models/watermark-detector/train.py`, in three rounds (the second and third on new
 //! samples, over more photos and logo shapes), and its weights (1 MiB) are built into the
-//! binary. It runs on the CPU at a working size of at most [`DETECT_SIDE`] pixels, on the
-//! image and on its mirror image; the mean of the two passes' logits is scaled back up
-//! bilinearly and thresholded at full size.
+//! binary. It runs on the CPU at up to three working sizes ([`DETECT_SIDES`]: longest sides
+//! of 512, 768 and 1024 pixels, a small image enlarged by at most [`MAX_ENLARGE`]), each on the
+//! image and on its mirror image. At each size the mean of the two passes' logits is scaled
+//! back up bilinearly; the largest of the sizes' logits is thresholded at full size. A mark's
+//! strokes are seen best at one scale: thin ones vanish when a large photo is shrunk to 512
+//! px, and a large logo's flat inside is judged best when the photo is small.
 //!
 //! Weights file, little-endian: `b"UMWD"`, `u32` version (3), `u32` layer count (14), then per
 //! layer `u32` in, out, kernel, dilation, the weights `[out][in][ky][kx]` and the biases, all
@@ -29,8 +32,11 @@ use rayon::prelude::*;
 use crate::prescale;
 use crate::{Mask, Raster, StageError};
 
-/// The longest side the network sees.
-pub const DETECT_SIDE: u32 = 512;
+/// The longest sides the network sees an image at, smallest first ([`detect`]).
+pub const DETECT_SIDES: [u32; 3] = [512, 768, 1024];
+
+/// A smaller image is enlarged for the network by at most this factor.
+pub const MAX_ENLARGE: f64 = 1.5;
 
 /// A detected mask is grown by this many pixels (on top of `mask_dilate`) before removal: the
 /// network marks where the mark is clearly visible, and the faint anti-aliased rim around it
@@ -346,32 +352,33 @@ fn mirror(image: &Raster) -> Raster {
     out
 }
 
-/// The watermark mask of `image` at its full size: pixels whose probability is above
-/// `threshold` (0..1), in parts that hold a pixel of probability [`SEED`] or more (or above
-/// `threshold`, when that is higher), and the copies of a tiled mark completed over its
-/// lattice ([`super::tiled::complete`]).
+/// The watermark mask of `image` at its full size: pixels whose logit, at the working size
+/// ([`DETECT_SIDES`]) where it is highest, is above that of `threshold` (0..1), in parts that
+/// hold a pixel of probability [`SEED`] or more (or above `threshold`, when that is higher),
+/// and the copies of a tiled mark completed over its lattice ([`super::tiled::complete`]).
 pub fn detect(net: &Network, image: &Raster, threshold: f32) -> Result<Mask, StageError> {
-    let small = prescale::working_size(image.size(), DETECT_SIDE)
-        .map(|(w, h)| prescale::resize(image, None, w, h, FilterType::Box))
-        .transpose()?;
-    let seen = small.as_ref().unwrap_or(image);
-    // The mean of the logits of the image and of its mirror image (flipped left to right):
-    // on the dev set, F1 0.347 against 0.321 for one pass, for twice the time.
-    let mut logits = net.logits(seen);
-    let mirrored = net.logits(&mirror(seen));
-    let w = seen.width as usize;
-    for (row, back) in logits.chunks_exact_mut(w).zip(mirrored.chunks_exact(w)) {
-        for (v, m) in row.iter_mut().zip(back.iter().rev()) {
-            *v = (*v + m) / 2.0;
+    let (width, height) = (image.width as usize, image.height as usize);
+    // The smallest size also serves the tiled marks' lattice.
+    let mut smallest = None;
+    let mut full: Vec<f32> = Vec::new();
+    for size in network_sizes(image.size()) {
+        let (seen, logits) = logits_at(net, image, size)?;
+        let up = upsample(
+            &logits,
+            seen.width as usize,
+            seen.height as usize,
+            width,
+            height,
+        );
+        if full.is_empty() {
+            full = up;
+        } else {
+            for (f, u) in full.iter_mut().zip(up) {
+                *f = f.max(u);
+            }
         }
+        smallest.get_or_insert((seen, logits));
     }
-    let full = upsample(
-        &logits,
-        seen.width as usize,
-        seen.height as usize,
-        image.width as usize,
-        image.height as usize,
-    );
     let cut = logit(threshold);
     let mut mask = Mask::new(image.width, image.height);
     for (m, &v) in mask.data.iter_mut().zip(&full) {
@@ -379,15 +386,64 @@ pub fn detect(net: &Network, image: &Raster, threshold: f32) -> Result<Mask, Sta
     }
     let mut mask = keep_seeded(mask, &full, logit(threshold.max(SEED)));
     // A tiled mark: the copies the network missed take the probability of those it found.
-    let prob: Vec<f32> = logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect();
-    if let Some(tiled) = super::tiled::complete(seen, &prob) {
-        let (w, h) = (seen.width as usize, seen.height as usize);
-        let full = upsample(&tiled, w, h, image.width as usize, image.height as usize);
-        for (m, &p) in mask.data.iter_mut().zip(&full) {
-            *m |= u8::from(p > threshold);
+    if let Some((seen, logits)) = smallest {
+        let prob: Vec<f32> = logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect();
+        if let Some(tiled) = super::tiled::complete(&seen, &prob) {
+            let (w, h) = (seen.width as usize, seen.height as usize);
+            let full = upsample(&tiled, w, h, width, height);
+            for (m, &p) in mask.data.iter_mut().zip(&full) {
+                *m |= u8::from(p > threshold);
+            }
         }
     }
     Ok(mask)
+}
+
+/// The network's logits for `image` resized to `size` (and that resized image): the mean of
+/// the logits of the image and of its mirror image (flipped left to right). On the dev set
+/// the mirror gave F1 0.347 against 0.321 for one pass, for twice the time.
+fn logits_at(
+    net: &Network,
+    image: &Raster,
+    size: (u32, u32),
+) -> Result<(Raster, Vec<f32>), StageError> {
+    let seen = if size == image.size() {
+        image.clone()
+    } else {
+        // A box filter when shrinking keeps thin strokes; Catmull-Rom when enlarging keeps
+        // their edges sharp.
+        let filter = if size.0 > image.width {
+            FilterType::CatmullRom
+        } else {
+            FilterType::Box
+        };
+        prescale::resize(image, None, size.0, size.1, filter)?
+    };
+    let mut logits = net.logits(&seen);
+    let mirrored = net.logits(&mirror(&seen));
+    let w = seen.width as usize;
+    for (row, back) in logits.chunks_exact_mut(w).zip(mirrored.chunks_exact(w)) {
+        for (v, m) in row.iter_mut().zip(back.iter().rev()) {
+            *v = (*v + m) / 2.0;
+        }
+    }
+    Ok((seen, logits))
+}
+
+/// The sizes the network sees an image of `size` at, smallest first: its longest side scaled
+/// to each of [`DETECT_SIDES`], enlarged by at most [`MAX_ENLARGE`]. A small image reaches its
+/// largest size before the last side, and each size is run once.
+fn network_sizes((width, height): (u32, u32)) -> Vec<(u32, u32)> {
+    let mut sizes: Vec<(u32, u32)> = DETECT_SIDES
+        .iter()
+        .map(|&side| {
+            let scale = (f64::from(side) / f64::from(width.max(height))).min(MAX_ENLARGE);
+            let fit = |v: u32| ((f64::from(v) * scale).round() as u32).max(1);
+            (fit(width), fit(height))
+        })
+        .collect();
+    sizes.dedup();
+    sizes
 }
 
 /// A probability (clamped away from 0 and 1) as a logit.
@@ -530,6 +586,19 @@ mod tests {
         let logits = [0.5, 6.0, -3.0, 0.5, 4.0, -3.0];
         let kept = keep_seeded(mask, &logits, 4.5);
         assert_eq!(kept.data, vec![1, 1, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn each_working_size_is_run_once() {
+        // A large photo is shrunk to every side; a 512 px one is seen at its own size and
+        // enlarged once; a small one is only enlarged, once.
+        assert_eq!(
+            network_sizes((2048, 1536)),
+            vec![(512, 384), (768, 576), (1024, 768)]
+        );
+        assert_eq!(network_sizes((512, 341)), vec![(512, 341), (768, 512)]);
+        assert_eq!(network_sizes((200, 100)), vec![(300, 150)]);
+        assert_eq!(network_sizes((1, 1)), vec![(2, 2)]);
     }
 
     #[test]
