@@ -89,13 +89,13 @@ fn detector_finds_the_dev_marks() {
 /// completion and the network at three working sizes (512, 768 and 1024 px): mean F1 0.574
 /// (0.537 at 512 px alone; the second round 0.516, the first 0.468, the three-level network
 /// 0.347), the weakest kinds text_center 0.483 and text_corner 0.524, the tiled kinds 0.546
-/// (text) and 0.763 (logo); removal 23.26 dB with the detected mask against 32.97 dB with the
-/// true one (70.5%; 22.04 dB, 66.8%, at 512 px alone). The removal follows the recall; the
-/// floor follows the measurement, not the goal (95%).
+/// (text) and 0.763 (logo); removal 23.87 dB with the detected mask (grown by 1 px) against
+/// 32.97 dB with the true one (72.4%; 22.04 dB, 66.8%, at 512 px alone, grown by 2 px). The
+/// removal follows the recall; the floor follows the measurement, not the goal (95%).
 const F1_FLOOR: f64 = 0.54;
 const KIND_F1_FLOOR: f64 = 0.45;
 const TILED_F1_FLOOR: f64 = 0.50;
-const PSNR_SHARE_FLOOR: f64 = 0.68;
+const PSNR_SHARE_FLOOR: f64 = 0.70;
 
 #[test]
 fn clean_photos_are_left_alone() {
@@ -125,7 +125,7 @@ async fn http_detects_returns_the_mask_and_removes_the_mark() {
     let input = std::fs::read(&wm).expect("image");
     let (image, truth, clean) = (decode_bytes(&input), read_mask(&mask), read_raster(&clean));
 
-    // The detected mask, for review: the library's, grown by the detector's 2 px only.
+    // The detected mask, for review: the library's, grown by the detector's own growth only.
     let review = remove(
         &server,
         form(
