@@ -311,8 +311,27 @@ impl Conv {
 
 /// Scales a `sw` x `sh` plane to `dw` x `dh` bilinearly (pixel centres aligned).
 fn upsample(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<f32> {
+    let mut out = vec![0.0; dw * dh];
+    upsample_each(src, sw, sh, dw, dh, |i, v| out[i] = v);
+    out
+}
+
+/// Bilinear upsampling of `src` (`sw` x `sh`) to `dw` x `dh`, each value handed to `put` with
+/// its index instead of stored: a caller that combines it with a full-size buffer of its own
+/// needs no second one.
+fn upsample_each(
+    src: &[f32],
+    sw: usize,
+    sh: usize,
+    dw: usize,
+    dh: usize,
+    mut put: impl FnMut(usize, f32),
+) {
     if (sw, sh) == (dw, dh) {
-        return src.to_vec();
+        for (i, &v) in src.iter().enumerate() {
+            put(i, v);
+        }
+        return;
     }
     let axis = |d: usize, s: usize| -> Vec<(usize, usize, f32)> {
         let scale = s as f32 / d as f32;
@@ -325,16 +344,14 @@ fn upsample(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<f32>
             .collect()
     };
     let (xs, ys) = (axis(dw, sw), axis(dh, sh));
-    let mut out = vec![0.0; dw * dh];
     for (y, &(y0, y1, fy)) in ys.iter().enumerate() {
         let (r0, r1) = (&src[y0 * sw..][..sw], &src[y1 * sw..][..sw]);
         for (x, &(x0, x1, fx)) in xs.iter().enumerate() {
             let top = r0[x0] + (r0[x1] - r0[x0]) * fx;
             let bottom = r1[x0] + (r1[x1] - r1[x0]) * fx;
-            out[y * dw + x] = top + (bottom - top) * fy;
+            put(y * dw + x, top + (bottom - top) * fy);
         }
     }
-    out
 }
 
 /// `image` flipped left to right.
@@ -365,19 +382,13 @@ pub fn detect(net: &Network, image: &Raster, threshold: f32) -> Result<Mask, Sta
     let mut full: Vec<f32> = Vec::new();
     for size in network_sizes(image.size()) {
         let (seen, logits) = logits_at(net, image, size)?;
-        let up = upsample(
-            &logits,
-            seen.width as usize,
-            seen.height as usize,
-            width,
-            height,
-        );
+        let (sw, sh) = (seen.width as usize, seen.height as usize);
         if full.is_empty() {
-            full = up;
+            full = upsample(&logits, sw, sh, width, height);
         } else {
-            for (f, u) in full.iter_mut().zip(up) {
-                *f = f.max(u);
-            }
+            upsample_each(&logits, sw, sh, width, height, |i, v| {
+                full[i] = full[i].max(v);
+            });
         }
         smallest.get_or_insert((seen, logits));
     }
@@ -392,10 +403,9 @@ pub fn detect(net: &Network, image: &Raster, threshold: f32) -> Result<Mask, Sta
         let prob: Vec<f32> = logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect();
         if let Some(tiled) = super::tiled::complete(&seen, &prob) {
             let (w, h) = (seen.width as usize, seen.height as usize);
-            let full = upsample(&tiled, w, h, width, height);
-            for (m, &p) in mask.data.iter_mut().zip(&full) {
-                *m |= u8::from(p > threshold);
-            }
+            upsample_each(&tiled, w, h, width, height, |i, p| {
+                mask.data[i] |= u8::from(p > threshold);
+            });
         }
     }
     Ok(mask)
