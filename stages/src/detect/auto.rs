@@ -450,8 +450,7 @@ fn network_sizes((width, height): (u32, u32)) -> Vec<(u32, u32)> {
         .iter()
         .map(|&side| {
             let scale = (f64::from(side) / f64::from(width.max(height))).min(MAX_ENLARGE);
-            let fit = |v: u32| ((f64::from(v) * scale).round() as u32).max(1);
-            (fit(width), fit(height))
+            prescale::scaled_size((width, height), scale)
         })
         .collect();
     sizes.dedup();

@@ -18,9 +18,13 @@ pub fn working_size(size: (u32, u32), max_side: u32) -> Option<(u32, u32)> {
     if longest <= max_side {
         return None;
     }
-    let scale = max_side as f64 / longest as f64;
+    Some(scaled_size(size, max_side as f64 / longest as f64))
+}
+
+/// `size` scaled by `scale`, each side rounded and at least 1.
+pub fn scaled_size((w, h): (u32, u32), scale: f64) -> (u32, u32) {
     let fit = |v: u32| ((v as f64 * scale).round() as u32).max(1);
-    Some((fit(w), fit(h)))
+    (fit(w), fit(h))
 }
 
 fn pixel_type(channels: u8) -> Result<PixelType, StageError> {
