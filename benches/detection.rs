@@ -22,6 +22,7 @@ use eval_files::read;
 use unmark_schemas::params::WatermarkOptions;
 use unmark_stages::decode::binarize;
 use unmark_stages::detect::auto;
+use unmark_stages::inpaint::MaskOrigin;
 use unmark_stages::quality::{MaskScores, psnr, ssim};
 use unmark_stages::{Mask, Raster, remove_watermark_pixels};
 
@@ -84,10 +85,10 @@ fn main() {
     let options = WatermarkOptions::default();
     // A detected mask is grown as the service grows it; the true mask is used as it is (the
     // eval's exact `alpha > 0`, where growing only loses).
-    let remove = |image: &Raster, mask: &Mask, grow: u32| {
+    let remove = |image: &Raster, mask: &Mask, origin: MaskOrigin, grow: u32| {
         let mut o = options.clone();
         o.detect.mask_dilate = grow;
-        remove_watermark_pixels(image, mask, &o).expect("remove")
+        remove_watermark_pixels(image, mask, origin, &o).expect("remove")
     };
     let (mut by_kind, mut by_size) = (BTreeMap::<String, Sum>::new(), BTreeMap::new());
     let mut all = Sum::default();
@@ -113,14 +114,14 @@ fn main() {
             found = pool.install(|| auto::detect(net, &image, threshold).expect("detect"));
             det.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
-            pool.install(|| remove(&image, &found, growth));
+            pool.install(|| remove(&image, &found, MaskOrigin::Detected, growth));
             rem.push(t.elapsed().as_secs_f64());
         }
         det.sort_by(f64::total_cmp);
         rem.sort_by(f64::total_cmp);
         let s = MaskScores::of(&found, &truth);
-        let with_found = remove(&image, &found, growth);
-        let with_truth = remove(&image, &truth, 0);
+        let with_found = remove(&image, &found, MaskOrigin::Detected, growth);
+        let with_truth = remove(&image, &truth, MaskOrigin::Drawn, 0);
         let row = [
             s.precision,
             s.recall,

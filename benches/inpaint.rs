@@ -22,6 +22,7 @@ use std::time::Instant;
 use eval_files::read;
 use unmark_schemas::params::WatermarkOptions;
 use unmark_stages::decode::binarize;
+use unmark_stages::inpaint::MaskOrigin;
 use unmark_stages::{Mask, detect, quality, remove_watermark_pixels};
 
 struct Args {
@@ -117,7 +118,9 @@ fn main() {
         for _ in 0..args.repeat.max(1) {
             let started = Instant::now();
             out = pool
-                .install(|| remove_watermark_pixels(&image, &truth_mask, &args.options))
+                .install(|| {
+                    remove_watermark_pixels(&image, &truth_mask, MaskOrigin::Drawn, &args.options)
+                })
                 .expect("inpaint");
             ours.push(started.elapsed().as_secs_f64());
         }

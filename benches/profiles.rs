@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use unmark_schemas::params::{Engine, WatermarkOptions};
+use unmark_stages::inpaint::MaskOrigin;
 use unmark_stages::quality::{psnr, ssim};
 use unmark_stages::{Raster, profile, remove_watermark_pixels};
 
@@ -67,7 +68,9 @@ fn main() {
             let mut options = WatermarkOptions::default();
             options.inpaint.engine = engine;
             let start = Instant::now();
-            let out = remove_watermark_pixels(&it.watermarked, &g.mask, &options).expect("remove");
+            let out =
+                remove_watermark_pixels(&it.watermarked, &g.mask, MaskOrigin::Drawn, &options)
+                    .expect("remove");
             (out, start.elapsed().as_secs_f64() * 1e3)
         };
         let (restore, restore_ms) = run(Engine::Restore);

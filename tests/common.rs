@@ -35,7 +35,13 @@ pub(crate) fn removal_psnr(
     let mut options = WatermarkOptions::default();
     options.detect.mask_dilate = grow;
     options.inpaint.engine = engine;
-    let out = unmark_stages::remove_watermark_pixels(image, mask, &options).expect("remove");
+    let out = unmark_stages::remove_watermark_pixels(
+        image,
+        mask,
+        unmark_stages::inpaint::MaskOrigin::Drawn,
+        &options,
+    )
+    .expect("remove");
     psnr(&out, clean, Some(truth))
 }
 

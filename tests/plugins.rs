@@ -306,7 +306,13 @@ fn expected_pre_post(input: &Raster, mask: &unmark_stages::Mask, sigma: f64) -> 
         ..input.clone()
     };
     let options = unmark_schemas::params::WatermarkOptions::default();
-    let cleaned = unmark_stages::remove_watermark_pixels(&gray, mask, &options).expect("pipeline");
+    let cleaned = unmark_stages::remove_watermark_pixels(
+        &gray,
+        mask,
+        unmark_stages::inpaint::MaskOrigin::Drawn,
+        &options,
+    )
+    .expect("pipeline");
     native_blur(
         &rgba_of(&cleaned),
         input.width as usize,

@@ -21,7 +21,7 @@
 //!         mask.set(x, y, true);
 //!     }
 //! }
-//! inpaint::inpaint(&mut image, &mask, &InpaintParams::default());
+//! inpaint::inpaint(&mut image, &mask, inpaint::MaskOrigin::Drawn, &InpaintParams::default());
 //! assert_eq!(image.pixel(16, 16), [100, 100, 100]);
 //! ```
 
@@ -73,15 +73,16 @@ pub fn background(model: Arc<segment::SegmentModel>) -> Vec<Arc<dyn Stage>> {
 pub fn remove_watermark_pixels(
     image: &Raster,
     user_mask: &Mask,
+    origin: inpaint::MaskOrigin,
     options: &unmark_schemas::params::WatermarkOptions,
 ) -> Result<Raster, StageError> {
     let mask = detect::prepare_mask(user_mask, image.size(), options.detect.mask_dilate)?;
     let mut out = image.clone();
     match prescale::prescale(image, options.prescale.work_max_side)? {
-        None => inpaint::inpaint(&mut out, &mask, &options.inpaint),
+        None => inpaint::inpaint(&mut out, &mask, origin, &options.inpaint),
         Some(mut work) => {
             let work_mask = detect::working_mask(&mask, work.width, work.height);
-            inpaint::inpaint(&mut work, &work_mask, &options.inpaint);
+            inpaint::inpaint(&mut work, &work_mask, origin, &options.inpaint);
             encode::compose(&mut out, &mask, &work)?;
         }
     }

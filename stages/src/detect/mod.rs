@@ -148,6 +148,8 @@ impl Stage for DetectStage {
             crate::profile::unblend(&mut decoded.raster, &profile, at);
             out = out.with("image", Produced::Blob(artifact::write_image(&decoded)));
         }
+        // The inpainter restores a loose mask of the detector's region by region.
+        let detected = user.is_none() && !profiled;
         let mask = match user {
             Some(user) => prepare_mask(
                 &artifact::read_mask(user)?,
@@ -162,7 +164,13 @@ impl Stage for DetectStage {
                 dilate(&found, p.mask_dilate + auto::GROWTH)
             }
         };
-        let out = out.with("mask", Produced::Blob(artifact::write_mask(&mask)));
+        let mut out = out.with("mask", Produced::Blob(artifact::write_mask(&mask)));
+        if detected {
+            out = out.with(
+                crate::inpaint::DETECTED_ARTIFACT,
+                Produced::Blob(bytes::Bytes::from_static(crate::inpaint::DETECTED)),
+            );
+        }
         if (work.width, work.height) == mask.size() {
             return Ok(out.with("work_mask", Produced::Alias("mask")));
         }
@@ -198,6 +206,37 @@ mod tests {
         let s = shrink(&m, 33, 17);
         assert!(s.get(32, 16) && s.get(0, 0));
         assert_eq!(s.count(), 2);
+    }
+
+    /// The detect stage's outputs for a flat 48 x 32 image, with or without a client's mask.
+    fn detect_outputs(user_mask: bool) -> Vec<&'static str> {
+        let image = artifact::write_image(&artifact::DecodedImage {
+            raster: crate::Raster::filled(48, 32, 3, 120),
+            format: artifact::SourceFormat::Png,
+            icc: None,
+            exif: None,
+        });
+        let mut inputs = Artifacts::default();
+        inputs.0.insert("image".into(), image.clone());
+        inputs.0.insert("work".into(), image);
+        if user_mask {
+            let mask = artifact::write_mask(&Mask::new(48, 32));
+            inputs.0.insert("user_mask".into(), mask);
+        }
+        let out = DetectStage
+            .run(&inputs, &serde_json::json!({}))
+            .expect("detect");
+        out.artifacts.iter().map(|(name, _)| *name).collect()
+    }
+
+    /// The inpainter learns who drew the mask: the stage marks the built-in detector's masks,
+    /// and not a client's.
+    #[test]
+    fn the_detectors_mask_is_marked_as_found() {
+        let detected = crate::inpaint::DETECTED_ARTIFACT;
+        assert!(detect_outputs(false).contains(&detected));
+        let drawn = detect_outputs(true);
+        assert!(drawn.contains(&"mask") && !drawn.contains(&detected));
     }
 
     #[test]

@@ -21,16 +21,35 @@ pub use regions::{Rect, bounding_box, components, crops, label};
 ///
 /// # Panics
 /// Never for a mask of the image's size; the stage checks sizes before calling.
-pub fn inpaint(image: &mut Raster, mask: &Mask, params: &InpaintParams) {
+pub fn inpaint(image: &mut Raster, mask: &Mask, origin: MaskOrigin, params: &InpaintParams) {
     debug_assert_eq!(image.size(), mask.size());
     match params.engine {
         Engine::Telea => telea_fill(image, mask, params.radius),
         Engine::Restore => {
             let prior = telea_prior(image, mask, params.radius);
-            restore::restore(image, mask, &prior);
+            restore::restore(image, mask, &prior, origin);
         }
     }
 }
+
+/// Who drew a mask. `restore` fits a loose mask (many pixels inside it far from the mark's
+/// opacity) as one mark when it was drawn around one, and region by region when the detector
+/// found it: the detector's false parts lie anywhere in the image, each needing a fit of its
+/// own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MaskOrigin {
+    /// A client's mask or a `detector` plugin's.
+    #[default]
+    Drawn,
+    /// The built-in detector's ([`crate::detect::auto`]).
+    Detected,
+}
+
+/// The artifact the detect stage writes when the built-in detector drew the mask (its
+/// presence is the message; its bytes are [`DETECTED`]).
+pub const DETECTED_ARTIFACT: &str = "detected";
+/// The bytes of [`DETECTED_ARTIFACT`].
+pub const DETECTED: &[u8] = b"built-in detector";
 
 /// A copy of `image` with the masked pixels filled by Telea's method: the photo's prior under
 /// a mark.
@@ -74,7 +93,7 @@ impl Stage for InpaintStage {
     }
 
     fn reads(&self) -> &'static [&'static str] {
-        &["work", "work_mask"]
+        &["work", "work_mask", DETECTED_ARTIFACT]
     }
 
     fn run(
@@ -92,7 +111,12 @@ impl Stage for InpaintStage {
                 mask.width, mask.height, work.raster.width, work.raster.height
             )));
         }
-        inpaint(&mut work.raster, &mask, &p);
+        let origin = if inputs.optional(DETECTED_ARTIFACT).is_some() {
+            MaskOrigin::Detected
+        } else {
+            MaskOrigin::Drawn
+        };
+        inpaint(&mut work.raster, &mask, origin, &p);
         Ok(StageOutput::default().with("work_out", Produced::Blob(artifact::write_image(&work))))
     }
 }
@@ -123,7 +147,12 @@ mod tests {
                 mask.set(x, y, true);
             }
         }
-        inpaint(&mut image, &mask, &InpaintParams::default());
+        inpaint(
+            &mut image,
+            &mask,
+            MaskOrigin::Drawn,
+            &InpaintParams::default(),
+        );
         for y in 0..50 {
             for x in 0..60 {
                 let (got, want) = (image.pixel(x, y), truth.pixel(x, y));
@@ -152,6 +181,7 @@ mod tests {
         inpaint(
             &mut image,
             &mask,
+            MaskOrigin::Drawn,
             &InpaintParams {
                 radius: 3,
                 ..Default::default()
