@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 
 use unmark_schemas::params::{Engine, WatermarkOptions};
 use unmark_stages::decode::{Limits, decode};
+use unmark_stages::inpaint::MaskOrigin;
 use unmark_stages::quality::psnr;
 use unmark_stages::{Mask, Raster};
 
@@ -22,11 +23,11 @@ pub(crate) fn manifest() -> serde_json::Value {
         .expect("manifest json")
 }
 
-/// Masked PSNR of removal by `engine` with `mask` grown by `grow` pixels, on the true mask's
-/// pixels.
+/// Masked PSNR of removal by `engine` with `mask` (drawn by `origin`) grown by `grow` pixels,
+/// on the true mask's pixels.
 pub(crate) fn removal_psnr(
     image: &Raster,
-    mask: &Mask,
+    (mask, origin): (&Mask, MaskOrigin),
     grow: u32,
     engine: Engine,
     clean: &Raster,
@@ -35,13 +36,8 @@ pub(crate) fn removal_psnr(
     let mut options = WatermarkOptions::default();
     options.detect.mask_dilate = grow;
     options.inpaint.engine = engine;
-    let out = unmark_stages::remove_watermark_pixels(
-        image,
-        mask,
-        unmark_stages::inpaint::MaskOrigin::Drawn,
-        &options,
-    )
-    .expect("remove");
+    let out =
+        unmark_stages::remove_watermark_pixels(image, mask, origin, &options).expect("remove");
     psnr(&out, clean, Some(truth))
 }
 

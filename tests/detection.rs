@@ -4,6 +4,7 @@
 
 use unmark_schemas::params::Engine;
 use unmark_stages::detect::{auto, dilate};
+use unmark_stages::inpaint::MaskOrigin::{Detected, Drawn};
 use unmark_stages::quality::{MaskScores, psnr};
 use unmark_stages::{Mask, Raster};
 
@@ -47,13 +48,20 @@ fn detector_finds_the_dev_marks() {
         let engine = Engine::default();
         detected_psnr.push(removal_psnr(
             &image,
-            &found,
+            (&found, Detected),
             auto::GROWTH,
             engine,
             &clean,
             &truth,
         ));
-        true_psnr.push(removal_psnr(&image, &truth, 0, engine, &clean, &truth));
+        true_psnr.push(removal_psnr(
+            &image,
+            (&truth, Drawn),
+            0,
+            engine,
+            &clean,
+            &truth,
+        ));
     }
     let mut all = Vec::new();
     for (kind, scores) in &by_kind {
@@ -90,7 +98,8 @@ fn detector_finds_the_dev_marks() {
 /// (0.537 at 512 px alone; the second round 0.516, the first 0.468, the three-level network
 /// 0.347), the weakest kinds text_center 0.483 and text_corner 0.524, the tiled kinds 0.546
 /// (text) and 0.763 (logo); removal 23.87 dB with the detected mask (grown by 1 px) against
-/// 32.97 dB with the true one (72.4%; 22.04 dB, 66.8%, at 512 px alone, grown by 2 px). The
+/// 32.97 dB with the true one (72.4%; 22.04 dB, 66.8%, at 512 px alone, grown by 2 px); 33.03
+/// dB with the true one since loosely drawn masks are restored as one mark (72.3%). The
 /// removal follows the recall; the floor follows the measurement, not the goal (95%).
 const F1_FLOOR: f64 = 0.54;
 const KIND_F1_FLOOR: f64 = 0.45;

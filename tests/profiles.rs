@@ -3,6 +3,7 @@
 
 use unmark_schemas::params::Engine;
 use unmark_stages::detect::auto;
+use unmark_stages::inpaint::MaskOrigin::{Detected, Drawn};
 use unmark_stages::profile;
 use unmark_stages::quality::psnr;
 use unmark_stages::{Mask, Raster};
@@ -80,8 +81,15 @@ fn learned_profiles_match_the_truth_and_beat_single_image_removal() {
         let found = crate::detection::detect(wm);
         let (a, b, c) = (
             psnr(&out, clean, Some(&g.mask)),
-            removal_psnr(wm, &found, auto::GROWTH, Engine::default(), clean, &g.mask),
-            removal_psnr(wm, &g.mask, 0, Engine::default(), clean, &g.mask),
+            removal_psnr(
+                wm,
+                (&found, Detected),
+                auto::GROWTH,
+                Engine::default(),
+                clean,
+                &g.mask,
+            ),
+            removal_psnr(wm, (&g.mask, Drawn), 0, Engine::default(), clean, &g.mask),
         );
         eprintln!(
             "{name}: found at ({}, {}) x{:.2}; masked PSNR {a:.2} dB with the profile, {b:.2} dB single-image with the detected mask, {c:.2} dB with the exact mask",

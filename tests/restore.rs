@@ -2,6 +2,7 @@
 //! masks: issue 6's goals for unblending, asserted on the whole dev set.
 
 use unmark_schemas::params::Engine;
+use unmark_stages::inpaint::MaskOrigin::Drawn;
 
 use crate::common::*;
 
@@ -22,7 +23,7 @@ fn restore_unblends_the_dev_marks() {
         let opacity = c["opacity"].as_f64().expect("opacity");
         let (wm, mask, clean) = case(id);
         let (image, truth, clean) = (read_raster(&wm), read_mask(&mask), read_raster(&clean));
-        let psnr = |engine| removal_psnr(&image, &truth, 0, engine, &clean, &truth);
+        let psnr = |engine| removal_psnr(&image, (&truth, Drawn), 0, engine, &clean, &truth);
         let (telea, restore) = (psnr(Engine::Telea), psnr(Engine::Restore));
         println!("{id}: opacity {opacity:.2}, telea {telea:.2} dB, restore {restore:.2} dB");
         if opacity <= 0.6 {
@@ -49,9 +50,10 @@ fn restore_unblends_the_dev_marks() {
 }
 
 /// The least mean gain over `telea` when the exact masks are grown by 2 and by 4 px, as a
-/// brush or a detector draws them: measured 4.63 and 3.67 dB at this commit (before it,
-/// with the core always at the mask's second ring, 2.60 and -0.79), so 3 dB.
-const LOOSE_GAIN_FLOOR: f64 = 3.0;
+/// brush draws them: measured 5.24 and 4.53 dB since a loosely drawn mask is restored as one
+/// mark (before, pixel by pixel: 4.63 and 3.67; with the core always at the mask's second
+/// ring, 2.60 and -0.79), so 4 dB.
+const LOOSE_GAIN_FLOOR: f64 = 4.0;
 
 #[test]
 fn restore_unblends_through_a_loose_mask() {
@@ -68,7 +70,7 @@ fn restore_unblends_through_a_loose_mask() {
         let gains: Vec<f64> = cases
             .iter()
             .map(|(image, truth, clean)| {
-                let psnr = |engine| removal_psnr(image, truth, grow, engine, clean, truth);
+                let psnr = |engine| removal_psnr(image, (truth, Drawn), grow, engine, clean, truth);
                 psnr(Engine::Restore) - psnr(Engine::Telea)
             })
             .collect();
