@@ -226,7 +226,13 @@ fn restore_with(image: &mut Raster, mask: &Mask, prior: &Raster, shape: Shape) -
                 CoverTest::Lenient
             };
             fully_covered(
-                image, mask, prior, &fit, chessboard, *start, fill_error, test,
+                image,
+                mask,
+                prior,
+                &fit,
+                (chessboard, *start),
+                fill_error,
+                test,
             )
         }
         None => core,
@@ -303,20 +309,19 @@ enum CoverTest {
     Snug,
 }
 
-/// Which masked pixels the mark covers fully: the core pixels that pass `test`.
+/// Which masked pixels the mark covers fully: the core pixels (chessboard depth from `start`
+/// on) that pass `test`.
 ///
-/// A core pixel next to the rim
-/// (an unmasked pixel within 2) stays fully covered only if its own alpha against its known
-/// neighbours within 2 (unmasked ones as observed, fully covered ones inverted) reaches
-/// [`FULL_SHARE`] of the opacity: the inner corners and thin parts of strokes are
-/// anti-aliased too, and inverting them with the opacity would be far off.
+/// A core pixel next to the rim (an unmasked pixel within 2) stays fully covered only if its
+/// own alpha against its known neighbours within 2 (unmasked ones as observed, fully covered
+/// ones inverted) reaches [`FULL_SHARE`] of the opacity: the inner corners and thin parts of
+/// strokes are anti-aliased too, and inverting them with the opacity would be far off.
 fn fully_covered(
     image: &Raster,
     mask: &Mask,
     prior: &Raster,
     fit: &Blend,
-    chessboard: &[u32],
-    start: u32,
+    (chessboard, start): (&[u32], u32),
     fill_error: impl Fn(usize) -> f32,
     test: CoverTest,
 ) -> Vec<bool> {
