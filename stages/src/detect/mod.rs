@@ -148,8 +148,6 @@ impl Stage for DetectStage {
             crate::profile::unblend(&mut decoded.raster, &profile, at);
             out = out.with("image", Produced::Blob(artifact::write_image(&decoded)));
         }
-        // The inpainter restores a loose mask of the detector's region by region.
-        let detected = user.is_none() && !profiled;
         let mask = match user {
             Some(user) => prepare_mask(
                 &artifact::read_mask(user)?,
@@ -161,16 +159,15 @@ impl Stage for DetectStage {
                 let decoded = artifact::read_image(inputs.require("image")?)?;
                 let found = auto::detect(auto::Network::builtin(), &decoded.raster, p.threshold)?;
                 tracing::info!(pixels = found.count(), "detected the watermark");
+                // The inpainter restores a loose mask of the detector's region by region.
+                out = out.with(
+                    crate::inpaint::DETECTED_ARTIFACT,
+                    Produced::Blob(bytes::Bytes::from_static(crate::inpaint::DETECTED)),
+                );
                 dilate(&found, p.mask_dilate + auto::GROWTH)
             }
         };
-        let mut out = out.with("mask", Produced::Blob(artifact::write_mask(&mask)));
-        if detected {
-            out = out.with(
-                crate::inpaint::DETECTED_ARTIFACT,
-                Produced::Blob(bytes::Bytes::from_static(crate::inpaint::DETECTED)),
-            );
-        }
+        let out = out.with("mask", Produced::Blob(artifact::write_mask(&mask)));
         if (work.width, work.height) == mask.size() {
             return Ok(out.with("work_mask", Produced::Alias("mask")));
         }

@@ -172,18 +172,9 @@ fn restore_with(image: &mut Raster, mask: &Mask, prior: &Raster, shape: Shape) -
     }
     let obs: Vec<[f32; 3]> = fit_set.iter().map(|&i| rgb(image, i)).collect();
     let pri: Vec<[f32; 3]> = fit_set.iter().map(|&i| rgb(prior, i)).collect();
-    let Some(mut fit) = fit_blend(&pri, &obs) else {
+    let Some((mut fit, own)) = fit_mark(&pri, &obs) else {
         return false;
     };
-    // Where the fill is smoother than the photo (dense strokes, little clean context), the
-    // fit's slope comes out high and its opacity low; each pixel's own alpha towards the
-    // fitted colour does not share that bias, and their median bounds the opacity from below.
-    let own: Vec<f32> = obs
-        .iter()
-        .zip(&pri)
-        .map(|(o, p)| alpha_of(*o, *p, fit.colour))
-        .collect();
-    fit.opacity = fit.opacity.max(median(own.clone()).min(MAX_OPACITY));
     // A mask drawn or detected generously holds many pixels that are not under the mark (their
     // own alpha far below the opacity); one opacity for its inside would be wrong there, so
     // such a mask goes pixel by pixel.
@@ -201,7 +192,7 @@ fn restore_with(image: &mut Raster, mask: &Mask, prior: &Raster, shape: Shape) -
             pixelwise::restore(image, mask, prior, &interior_pixels(mask));
             return true;
         }
-        Some(MaskOrigin::Drawn) => fit = refit_on_mark(&pri, &obs, fit),
+        Some(MaskOrigin::Drawn) => fit = refit_on_mark(&pri, &obs, fit, own),
         None => {}
     }
     // An opacity known only this loosely cannot be inverted (a mark over a background of its
@@ -376,17 +367,31 @@ fn with_most_neighbours(set: &[bool], width: usize) -> Vec<bool> {
         .collect()
 }
 
-/// The fit of a loose mask made again on the pixels under the mark: [`REFITS`] rounds, each
-/// on the pixels whose alpha towards the last fit's colour reaches half its opacity, the
-/// opacity bounded from below by their median alpha as in the first fit. Photo pixels inside
+/// The mark's blend fitted on `obs` over `prior` ([`fit_blend`]), and each pixel's own alpha
+/// towards its colour. Where the fill is smoother than the photo (dense strokes, little clean
+/// context), the fit's slope comes out high and its opacity low; the pixels' own alphas do
+/// not share that bias, and their median bounds the opacity from below.
+fn fit_mark(prior: &[[f32; 3]], obs: &[[f32; 3]]) -> Option<(Blend, Vec<f32>)> {
+    let mut fit = fit_blend(prior, obs)?;
+    let own = own_alphas(prior, obs, fit.colour);
+    fit.opacity = fit.opacity.max(median(own.clone()).min(MAX_OPACITY));
+    Some((fit, own))
+}
+
+/// Each pixel's own alpha towards `colour`: observed `obs` over `prior`.
+fn own_alphas(prior: &[[f32; 3]], obs: &[[f32; 3]], colour: [f32; 3]) -> Vec<f32> {
+    obs.iter()
+        .zip(prior)
+        .map(|(o, p)| alpha_of(*o, *p, colour))
+        .collect()
+}
+
+/// The fit of a loose mask (`fit`, with the pixels' `own` alphas towards its colour) made
+/// again on the pixels under the mark: [`REFITS`] rounds of [`fit_mark`], each on the pixels
+/// whose alpha towards the last fit's colour reaches half its opacity. Photo pixels inside
 /// the mask follow the fill (slope 1) and pull the first fit's opacity down.
-fn refit_on_mark(prior: &[[f32; 3]], obs: &[[f32; 3]], mut fit: Blend) -> Blend {
+fn refit_on_mark(prior: &[[f32; 3]], obs: &[[f32; 3]], mut fit: Blend, mut own: Vec<f32>) -> Blend {
     for _ in 0..REFITS {
-        let own: Vec<f32> = obs
-            .iter()
-            .zip(prior)
-            .map(|(o, p)| alpha_of(*o, *p, fit.colour))
-            .collect();
         let under: Vec<usize> = (0..own.len())
             .filter(|&k| own[k] >= 0.5 * fit.opacity)
             .collect();
@@ -394,16 +399,11 @@ fn refit_on_mark(prior: &[[f32; 3]], obs: &[[f32; 3]], mut fit: Blend) -> Blend 
             break;
         }
         let pick = |v: &[[f32; 3]]| under.iter().map(|&k| v[k]).collect::<Vec<_>>();
-        let Some(mut next) = fit_blend(&pick(prior), &pick(obs)) else {
+        let Some((next, _)) = fit_mark(&pick(prior), &pick(obs)) else {
             break;
         };
-        let own_under: Vec<f32> = pick(obs)
-            .iter()
-            .zip(pick(prior))
-            .map(|(o, p)| alpha_of(*o, p, next.colour))
-            .collect();
-        next.opacity = next.opacity.max(median(own_under).min(MAX_OPACITY));
         fit = next;
+        own = own_alphas(prior, obs, fit.colour);
     }
     fit
 }
