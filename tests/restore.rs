@@ -50,10 +50,10 @@ fn restore_unblends_the_dev_marks() {
 }
 
 /// The least mean gain over `telea` when the exact masks are grown by 2 and by 4 px, as a
-/// brush draws them: measured 5.24 and 4.53 dB since a loosely drawn mask is restored as one
-/// mark (before, pixel by pixel: 4.63 and 3.67; with the core always at the mask's second
-/// ring, 2.60 and -0.79), so 4 dB.
-const LOOSE_GAIN_FLOOR: f64 = 4.0;
+/// brush draws them: measured 5.93 and 5.37 dB since the seam test confirms a loose mask's
+/// covered pixels (5.24 and 4.53 without it; pixel by pixel 4.63 and 3.67; with the core
+/// always at the mask's second ring, 2.60 and -0.79), so 5 dB.
+const LOOSE_GAIN_FLOOR: f64 = 5.0;
 
 #[test]
 fn restore_unblends_through_a_loose_mask() {
