@@ -415,7 +415,7 @@ fn confirmed_by_seams(image: &Raster, mask: &Mask, fit: &Blend, mut full: Vec<bo
                     open += weight * o;
                 }
             }
-            if covered >= SEAM_SHARE * open {
+            if covered > SEAM_SHARE * open {
                 full[i] = false;
                 dropped += 1;
             }
