@@ -222,7 +222,7 @@ fn restore_with(image: &mut Raster, mask: &Mask, prior: &Raster, shape: Shape) -
             } else {
                 CoverTest::Lenient
             };
-            let full = fully_covered(
+            fully_covered(
                 image,
                 mask,
                 prior,
@@ -230,11 +230,7 @@ fn restore_with(image: &mut Raster, mask: &Mask, prior: &Raster, shape: Shape) -
                 (chessboard, *start),
                 fill_error,
                 test,
-            );
-            match test {
-                CoverTest::Snug => confirmed_by_seams(image, mask, &fit, full),
-                CoverTest::Lenient => full,
-            }
+            )
         }
         None => core,
     };
@@ -306,7 +302,7 @@ enum CoverTest {
     /// A mask drawn loosely around text holds the photo between its strokes and letters, deep
     /// enough to count as core: the lenient test let many of those through, and each one
     /// inverted with the opacity is far off; a partly covered pixel left out is measured on
-    /// the rim instead.
+    /// the rim instead. The pixels it keeps must also pass [`confirmed_by_seams`].
     Snug,
 }
 
@@ -345,7 +341,7 @@ fn fully_covered(
     if matches!(test, CoverTest::Snug) {
         full = with_most_neighbours(&full, mask.width as usize);
     }
-    (0..mask.data.len())
+    let full = (0..mask.data.len())
         .map(|i| {
             if !full[i] || chessboard[i] > start {
                 return full[i];
@@ -355,7 +351,11 @@ fn fully_covered(
                 || alpha_of(rgb(image, i), sum.map(|s| s / n), fit.colour)
                     >= FULL_SHARE * fit.opacity
         })
-        .collect()
+        .collect();
+    match test {
+        CoverTest::Snug => confirmed_by_seams(image, mask, fit, full),
+        CoverTest::Lenient => full,
+    }
 }
 
 /// Of the pixels a loose mask's test found fully covered (`full`), those whose inversion
@@ -374,7 +374,7 @@ fn fully_covered(
 /// The fill test before it compares each pixel with the Telea fill, which is poor over
 /// texture; the seams compare it with its nearest neighbours.
 fn confirmed_by_seams(image: &Raster, mask: &Mask, fit: &Blend, mut full: Vec<bool>) -> Vec<bool> {
-    let (w, h) = (mask.width as usize, mask.height as usize);
+    let size = (mask.width as usize, mask.height as usize);
     let photo = |i: usize, covered: bool| {
         let o = rgb(image, i);
         if covered {
@@ -391,29 +391,23 @@ fn confirmed_by_seams(image: &Raster, mask: &Mask, fit: &Blend, mut full: Vec<bo
             if !full[i] {
                 continue;
             }
-            let (x, y) = (i % w, i / w);
+            let (x, y) = (i % size.0, i / size.0);
             let (own, inverted) = (rgb(image, i), photo(i, true));
             let (mut covered, mut open) = (0f32, 0f32);
-            for ny in y.saturating_sub(1)..(y + 2).min(h) {
-                for nx in x.saturating_sub(1)..(x + 2).min(w) {
-                    let j = ny * w + nx;
-                    if j == i {
-                        continue;
-                    }
-                    let weight = if nx != x && ny != y {
-                        std::f32::consts::FRAC_1_SQRT_2
-                    } else {
-                        1.0
-                    };
-                    let (theirs, same) = (photo(j, full[j]), distance(own, rgb(image, j)));
-                    let (c, o) = if full[j] {
-                        (same, distance(own, theirs))
-                    } else {
-                        (distance(inverted, theirs), same)
-                    };
-                    covered += weight * c;
-                    open += weight * o;
-                }
+            for (j, nx, ny) in window(i, size, 1).filter(|&(j, _, _)| j != i) {
+                let weight = if nx != x && ny != y {
+                    std::f32::consts::FRAC_1_SQRT_2
+                } else {
+                    1.0
+                };
+                let (theirs, same) = (photo(j, full[j]), distance(own, rgb(image, j)));
+                let (c, o) = if full[j] {
+                    (same, distance(own, theirs))
+                } else {
+                    (distance(inverted, theirs), same)
+                };
+                covered += weight * c;
+                open += weight * o;
             }
             if covered > SEAM_SHARE * open {
                 full[i] = false;
@@ -427,22 +421,26 @@ fn confirmed_by_seams(image: &Raster, mask: &Mask, fit: &Blend, mut full: Vec<bo
     full
 }
 
+/// The pixels of the square of `radius` around pixel `i` of a `width` x `height` image, row by
+/// row, clipped to the image, `i` itself included: `(index, x, y)`.
+fn window(
+    i: usize,
+    (width, height): (usize, usize),
+    radius: usize,
+) -> impl Iterator<Item = (usize, usize, usize)> {
+    let (x, y) = (i % width, i / width);
+    (y.saturating_sub(radius)..(y + radius + 1).min(height)).flat_map(move |ny| {
+        (x.saturating_sub(radius)..(x + radius + 1).min(width))
+            .map(move |nx| (ny * width + nx, nx, ny))
+    })
+}
+
 /// The set pixels of `set` (rows of `width`) at least 5 of whose 3x3 neighbourhood (itself
 /// included; none beyond the image) are set.
 fn with_most_neighbours(set: &[bool], width: usize) -> Vec<bool> {
-    let height = set.len() / width;
+    let size = (width, set.len() / width);
     (0..set.len())
-        .map(|i| {
-            let (x, y) = (i % width, i / width);
-            set[i]
-                && (y.saturating_sub(1)..(y + 2).min(height))
-                    .flat_map(|ny| {
-                        (x.saturating_sub(1)..(x + 2).min(width)).map(move |nx| (nx, ny))
-                    })
-                    .filter(|&(nx, ny)| set[ny * width + nx])
-                    .count()
-                    >= 5
-        })
+        .map(|i| set[i] && window(i, size, 1).filter(|&(j, _, _)| set[j]).count() >= 5)
         .collect()
 }
 
@@ -605,28 +603,24 @@ fn known_around(
     radius: usize,
     mut unknown: impl FnMut(usize),
 ) -> ([f32; 3], f32) {
-    let (w, h) = (mask.width as usize, mask.height as usize);
-    let (x, y) = (i % w, i / w);
+    let size = (mask.width as usize, mask.height as usize);
     let mut sum = [0f32; 3];
     let mut n = 0f32;
-    for ny in y.saturating_sub(radius)..(y + radius + 1).min(h) {
-        for nx in x.saturating_sub(radius)..(x + radius + 1).min(w) {
-            let j = ny * w + nx;
-            let value = if j == i {
-                continue;
-            } else if mask.data[j] == 0 {
-                rgb(image, j)
-            } else if full[j] {
-                fit.invert(rgb(image, j), fit.opacity)
-            } else {
-                unknown(j);
-                continue;
-            };
-            for (total, v) in sum.iter_mut().zip(value) {
-                *total += v;
-            }
-            n += 1.0;
+    for (j, _, _) in window(i, size, radius) {
+        let value = if j == i {
+            continue;
+        } else if mask.data[j] == 0 {
+            rgb(image, j)
+        } else if full[j] {
+            fit.invert(rgb(image, j), fit.opacity)
+        } else {
+            unknown(j);
+            continue;
+        };
+        for (total, v) in sum.iter_mut().zip(value) {
+            *total += v;
         }
+        n += 1.0;
     }
     (sum, n)
 }
@@ -1327,19 +1321,38 @@ mod tests {
     /// A textured photo with a half-transparent white square (20 to 60 in both directions),
     /// and a mask around it `loose` px wider than the mark on every side.
     fn square_with_mask(loose: u32) -> (Raster, Raster, Mask) {
-        let (w, h) = (80u32, 80u32);
+        let inside =
+            |lo: u32, hi: u32| move |x: u32, y: u32| (lo..hi).contains(&x) && (lo..hi).contains(&y);
+        let (photo, marked, _, mask) = whitened_waves(
+            (80, 80),
+            115,
+            inside(20, 60),
+            inside(20 - loose, 60 + loose),
+        );
+        (photo, marked, mask)
+    }
+
+    /// The `waves` photo of `w` x `h`, the same with white blended at `a` (0..255) where `mark`
+    /// holds, the mark's exact mask, and the mask where `masked` holds.
+    fn whitened_waves(
+        (w, h): (u32, u32),
+        a: u32,
+        mark: impl Fn(u32, u32) -> bool,
+        masked: impl Fn(u32, u32) -> bool,
+    ) -> (Raster, Raster, Mask, Mask) {
         let photo = waves(w, h);
         let mut marked = photo.clone();
-        let mut mask = Mask::new(w, h);
-        for y in 20 - loose..60 + loose {
-            for x in 20 - loose..60 + loose {
-                mask.set(x, y, true);
-                if (20..60).contains(&x) && (20..60).contains(&y) {
-                    whiten(marked.pixel_mut(x, y), 115);
+        let (mut exact, mut mask) = (Mask::new(w, h), Mask::new(w, h));
+        for y in 0..h {
+            for x in 0..w {
+                if mark(x, y) {
+                    whiten(marked.pixel_mut(x, y), a);
+                    exact.set(x, y, true);
                 }
+                mask.set(x, y, masked(x, y));
             }
         }
-        (photo, marked, mask)
+        (photo, marked, exact, mask)
     }
 
     /// The core begins inside the mask's outer ring when the mask is drawn tight, and inside
@@ -1387,21 +1400,12 @@ mod tests {
     /// bars; found by the detector, it goes pixel by pixel.
     #[test]
     fn a_loosely_drawn_mask_keeps_the_photo_between_strokes() {
-        let (w, h) = (120u32, 120u32);
-        let photo = waves(w, h);
-        let mut marked = photo.clone();
-        let (mut exact, mut mask) = (Mask::new(w, h), Mask::new(w, h));
-        for y in 20..100 {
-            for x in (20..100).filter(|x| (x - 20) % 7 < 3) {
-                whiten(marked.pixel_mut(x, y), 128);
-                exact.set(x, y, true);
-            }
-        }
-        for y in 18..102 {
-            for x in 18..100 {
-                mask.set(x, y, true);
-            }
-        }
+        let (photo, marked, exact, mask) = whitened_waves(
+            (120, 120),
+            128,
+            |x, y| (20..100).contains(&x) && (20..100).contains(&y) && (x - 20) % 7 < 3,
+            |x, y| (18..100).contains(&x) && (18..102).contains(&y),
+        );
         let score = |origin, engine| {
             let mut out = marked.clone();
             let params = InpaintParams {
@@ -1427,19 +1431,12 @@ mod tests {
     #[test]
     fn seams_drop_photo_pixels_and_keep_the_stroke() {
         let (w, h) = (40u32, 40u32);
-        let photo = waves(w, h);
-        let mut marked = photo.clone();
-        let mut mask = Mask::new(w, h);
-        let mut stroke = vec![false; (w * h) as usize];
-        for y in 10..30 {
-            for x in 18..22 {
-                whiten(marked.pixel_mut(x, y), 128);
-                stroke[(y * w + x) as usize] = true;
-            }
-            for x in 15..25 {
-                mask.set(x, y, true);
-            }
-        }
+        let (_, marked, stroke, mask) = whitened_waves(
+            (w, h),
+            128,
+            |x, y| (18..22).contains(&x) && (10..30).contains(&y),
+            |x, y| (15..25).contains(&x) && (10..30).contains(&y),
+        );
         let fit = Blend {
             colour: [255.0; 3],
             opacity: 128.0 / 255.0,
@@ -1462,8 +1459,11 @@ mod tests {
             inner.clone().all(|i| kept[i]),
             "the stroke's middle was dropped"
         );
-        let wrong = (0..kept.len()).filter(|&i| kept[i] && !stroke[i]).count();
-        let right = (0..kept.len()).filter(|&i| kept[i] && stroke[i]).count();
+        let on_stroke = |i: usize| stroke.data[i] != 0;
+        let wrong = (0..kept.len())
+            .filter(|&i| kept[i] && !on_stroke(i))
+            .count();
+        let right = (0..kept.len()).filter(|&i| kept[i] && on_stroke(i)).count();
         assert_eq!(
             wrong, 0,
             "{wrong} photo pixels kept as covered ({right} of the stroke's)"
