@@ -13,17 +13,17 @@
 //! `opencv-python-headless` (installed by `scripts/setup.sh --bench`).
 
 mod eval_files;
+mod opencv;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use eval_files::read;
 use unmark_schemas::params::WatermarkOptions;
 use unmark_stages::decode::binarize;
 use unmark_stages::inpaint::MaskOrigin;
-use unmark_stages::{Mask, detect, quality, remove_watermark_pixels};
+use unmark_stages::{detect, quality, remove_watermark_pixels};
 
 struct Args {
     eval: PathBuf,
@@ -67,14 +67,6 @@ fn parse_args() -> Args {
     args
 }
 
-fn save_mask(mask: &Mask, path: &Path) {
-    let data = mask.data.iter().map(|&v| v * 255).collect();
-    image::GrayImage::from_raw(mask.width, mask.height, data)
-        .expect("mask buffer")
-        .save(path)
-        .expect("save mask");
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -100,7 +92,7 @@ fn main() {
         .expect("pool");
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut cases = Vec::new();
-    let mut jobs = Vec::new();
+    let mut references = Vec::new();
     for case in manifest["cases"].as_array().expect("cases") {
         let id = case["id"].as_str().unwrap_or_default().to_owned();
         if args.only.as_ref().is_some_and(|s| !id.contains(s.as_str())) {
@@ -125,40 +117,30 @@ fn main() {
             ours.push(started.elapsed().as_secs_f64());
         }
         let dilated = detect::dilate(&truth_mask, args.options.detect.mask_dilate);
-        let mask_path = tmp.path().join(format!("{id}-mask.png"));
-        save_mask(&dilated, &mask_path);
-        let cv_out = tmp.path().join(format!("{id}-cv.png"));
-        jobs.push(serde_json::json!({
-            "image": path("watermarked"), "mask": mask_path, "out": cv_out,
-            "radius": args.options.inpaint.radius,
-        }));
+        references.push((path("watermarked"), dilated));
         let key = (
             case["long_side"].as_u64().unwrap_or(0),
             case["kind"].as_str().unwrap_or("").to_owned(),
         );
-        cases.push((id, key, clean, truth_mask, out, cv_out, median(ours)));
+        cases.push((id, key, clean, truth_mask, out, median(ours)));
     }
-
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/opencv_telea.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg(args.repeat.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    serde_json::to_writer(child.stdin.take().expect("stdin"), &jobs).expect("write jobs");
-    let output = child.wait_with_output().expect("opencv reference");
-    assert!(output.status.success(), "opencv reference failed");
-    let cv_secs: Vec<f64> = serde_json::from_slice(&output.stdout).expect("opencv timings");
+    let jobs: Vec<opencv::Case> = cases
+        .iter()
+        .zip(&references)
+        .map(|((id, ..), (image, mask))| opencv::Case {
+            id,
+            image: image.clone(),
+            mask,
+        })
+        .collect();
+    let cv = opencv::telea(&jobs, args.options.inpaint.radius, args.repeat, tmp.path());
 
     let mut rows: BTreeMap<(u64, String), Row> = BTreeMap::new();
     println!(
         "{:<44} {:>8} {:>8} {:>7} {:>7} {:>9}",
         "case", "psnr", "cv", "ssim", "cv", "speedup"
     );
-    for ((id, key, clean, mask, ours, cv_path, our_secs), cv_secs) in cases.into_iter().zip(cv_secs)
-    {
+    for ((id, key, clean, mask, ours, our_secs), (cv_path, cv_secs)) in cases.into_iter().zip(cv) {
         let cv = read(&cv_path);
         let p = [
             quality::psnr(&ours, &clean, Some(&mask)),

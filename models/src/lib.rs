@@ -2,6 +2,7 @@
 //!
 //! - [`isnet`]: ISNet (DIS), the background-segmentation network behind rembg's
 //!   `isnet-general-use`, as burn modules ([`isnet::IsNet`], [`isnet::IsNetConfig`]).
+//! - [`detector`]: the watermark detector's U-Net, for the detect stage's jobs with no mask.
 //! - [`import`]: published ONNX weights (rembg's float32 file, IMG.LY's float16 chunks)
 //!   into unmark's own weight files ([`weights::Weights`]), read back at run time.
 //! - [`preprocess`]: rembg's exact pre- and post-processing.
@@ -21,6 +22,7 @@
 pub mod batch;
 #[cfg(feature = "flex")]
 pub mod cpu;
+pub mod detector;
 pub mod import;
 pub mod isnet;
 pub mod onnx;

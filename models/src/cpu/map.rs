@@ -1,5 +1,6 @@
-//! Channels-last feature maps and the cheap layers between ISNet's convolutions: 2x2
-//! ceil-mode max-pooling, bilinear resizing with half-pixel centres, the sigmoid.
+//! Channels-last feature maps and the cheap layers between the networks' convolutions: 2x2
+//! ceil-mode max-pooling, bilinear resizing with half-pixel centres, nearest-neighbour
+//! doubling, the sigmoid.
 //!
 //! Channels last (`[batch, height, width, channels]`) keeps each pixel's channels in one
 //! contiguous run, so every layer here, and the Winograd transforms in
@@ -100,22 +101,41 @@ impl FeatureMap {
             self.width.div_ceil(2),
             self.channels,
         );
-        let mut out = Self::zeros(self.batch, h, w, c);
+        Self::by_pixel([self.batch, h, w, c], |n, y, x, px| {
+            px.fill(f32::NEG_INFINITY);
+            for sy in 2 * y..(2 * y + 2).min(self.height) {
+                for sx in 2 * x..(2 * x + 2).min(self.width) {
+                    for (o, v) in px.iter_mut().zip(self.pixel(n, sy, sx)) {
+                        *o = o.max(*v);
+                    }
+                }
+            }
+        })
+    }
+
+    /// Twice the size, each pixel repeated 2x2 (nearest neighbour), as the watermark
+    /// detector's decoder upsamples.
+    pub fn double(&self) -> Self {
+        let size = [self.batch, 2 * self.height, 2 * self.width, self.channels];
+        Self::by_pixel(size, |n, y, x, px| {
+            px.copy_from_slice(self.pixel(n, y / 2, x / 2));
+        })
+    }
+
+    /// A `[batch, height, width, channels]` map whose every pixel `fill(n, y, x, channels)`
+    /// writes, rows in parallel.
+    fn by_pixel(
+        [batch, height, width, channels]: [usize; 4],
+        fill: impl Fn(usize, usize, usize, &mut [f32]) + Sync,
+    ) -> Self {
+        let mut out = Self::zeros(batch, height, width, channels);
         out.data
-            .par_chunks_mut(w * c)
+            .par_chunks_mut(width * channels)
             .enumerate()
             .for_each(|(row, out_row)| {
-                let (n, y) = (row / h, row % h);
-                let rows = 2 * y..(2 * y + 2).min(self.height);
-                for (x, px) in out_row.chunks_exact_mut(c).enumerate() {
-                    px.fill(f32::NEG_INFINITY);
-                    for sy in rows.clone() {
-                        for sx in 2 * x..(2 * x + 2).min(self.width) {
-                            for (o, v) in px.iter_mut().zip(self.pixel(n, sy, sx)) {
-                                *o = o.max(*v);
-                            }
-                        }
-                    }
+                let (n, y) = (row / height, row % height);
+                for (x, px) in out_row.chunks_exact_mut(channels).enumerate() {
+                    fill(n, y, x, px);
                 }
             });
         out

@@ -9,10 +9,12 @@
 //! The burn modules stay the definition and run on the GPU backends; the parity tests hold
 //! both to onnxruntime.
 
+mod detector;
 mod map;
 mod strided;
 mod winograd;
 
+pub(crate) use detector::Detector;
 pub use map::FeatureMap;
 
 use burn::tensor::Device;

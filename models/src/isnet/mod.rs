@@ -9,7 +9,7 @@
 //!
 //! Any batch size and any input size work; the published weights were trained at 1024x1024.
 
-mod rsu;
+pub(crate) mod rsu;
 
 pub use rsu::{ConvRelu, ConvSpec, Rsu, RsuShape};
 

@@ -64,21 +64,34 @@ impl ConvSource<'_> {
         // Built straight from the file: no random initialisation to throw away (44 M weights
         // at start-up).
         let (weight, bias) = spec.take(weights)?;
-        Ok(Conv2d {
-            weight: Param::from_tensor(Tensor::from_data(
-                TensorData::new(weight, spec.weight_shape()),
-                device,
-            )),
-            bias: Some(Param::from_tensor(Tensor::from_data(
-                TensorData::new(bias, [spec.output]),
-                device,
-            ))),
-            stride: config.stride,
-            kernel_size: config.kernel_size,
-            dilation: config.dilation,
-            groups: config.groups,
-            padding: config.padding,
-        })
+        Ok(loaded_conv(&config, weight, bias, device))
+    }
+}
+
+/// The convolution `config` describes with the given weights (PyTorch's layout,
+/// `[output, input, ky, kx]`) and bias, built straight from them on `device`.
+pub(crate) fn loaded_conv(
+    config: &Conv2dConfig,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    device: &Device,
+) -> Conv2d {
+    let [input, output] = config.channels;
+    let [ky, kx] = config.kernel_size;
+    Conv2d {
+        weight: Param::from_tensor(Tensor::from_data(
+            TensorData::new(weight, [output, input / config.groups, ky, kx]),
+            device,
+        )),
+        bias: Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(bias, [output]),
+            device,
+        ))),
+        stride: config.stride,
+        kernel_size: config.kernel_size,
+        dilation: config.dilation,
+        groups: config.groups,
+        padding: config.padding.clone(),
     }
 }
 

@@ -1,13 +1,9 @@
 //! Automatic watermark detection: a small convolutional network that marks the pixels a visible
 //! watermark covers, for jobs that send no mask.
 //!
-//! The network is a four-level U-Net of 3x3 convolutions (about 250k weights): two layers of
-//! 16 channels at full size, a 2x2 max-pool, two of 32 at half size, a max-pool, three of 48
-//! at quarter size (dilations 1, 2, 4), a max-pool, three of 64 at an eighth (dilations 1, 2,
-//! 4), then back up three times (nearest-neighbour, concatenated with the skip connection, one
-//! layer each) and a 1x1 head. Every layer but the head is followed by a ReLU. The
-//! eighth-size level sees about 150 px around each pixel, so the flat inside of a large logo
-//! is judged with its outline in view.
+//! The network ([`unmark_models::detector`], on burn) is a four-level U-Net of 3x3
+//! convolutions (about 250k weights) whose eighth-size level sees about 150 px around each
+//! pixel, so the flat inside of a large logo is judged with its outline in view.
 //!
 //! It is trained on synthetic marks (text, rotated and tiled text, CJK, logos with wordmarks,
 //! tiled logos; random fonts, colours, opacities, JPEG) over photos that registry packages
@@ -19,15 +15,12 @@
 //! back up bilinearly; the largest of the sizes' logits is thresholded at full size. A mark's
 //! strokes are seen best at one scale: thin ones vanish when a large photo is shrunk to 512
 //! px, and a large logo's flat inside is judged best when the photo is small.
-//!
-//! Weights file, little-endian: `b"UMWD"`, `u32` version (3), `u32` layer count (14), then per
-//! layer `u32` in, out, kernel, dilation, the weights `[out][in][ky][kx]` and the biases, all
-//! `f32`, in the order of [`LAYOUT`].
 
 use std::sync::OnceLock;
 
 use fast_image_resize::FilterType;
-use rayon::prelude::*;
+use unmark_models::Backend;
+use unmark_models::detector::{Detector, SIDE_MULTIPLE};
 
 use crate::prescale;
 use crate::{Mask, Raster, StageError};
@@ -51,103 +44,10 @@ pub const SEED: f32 = 0.99;
 /// The weights built into the binary.
 static BUILTIN: &[u8] = include_bytes!("../../../models/watermark-detector/detector.bin");
 
-/// The layers, in file order: (name, in, out, kernel, dilation).
-pub const LAYOUT: [(&str, usize, usize, usize, usize); 14] = [
-    ("c1a", 3, 16, 3, 1),
-    ("c1b", 16, 16, 3, 1),
-    ("c2a", 16, 32, 3, 1),
-    ("c2b", 32, 32, 3, 1),
-    ("c3a", 32, 48, 3, 1),
-    ("c3b", 48, 48, 3, 2),
-    ("c3c", 48, 48, 3, 4),
-    ("c4a", 48, 64, 3, 1),
-    ("c4b", 64, 64, 3, 2),
-    ("c4c", 64, 64, 3, 4),
-    ("u3", 112, 48, 3, 1),
-    ("u2", 80, 32, 3, 1),
-    ("u1", 48, 16, 3, 1),
-    ("head", 16, 1, 1, 1),
-];
-
-/// The weights file's version: 3 is the four-level network of [`LAYOUT`].
-const VERSION: usize = 3;
-
-/// Input sides are padded up to a multiple of this (three 2x2 poolings).
-const PAD: usize = 8;
-
-/// One convolution.
-#[derive(Debug, Clone)]
-struct Conv {
-    inputs: usize,
-    outputs: usize,
-    kernel: usize,
-    dilation: usize,
-    /// `[out][in][ky][kx]`.
-    weights: Vec<f32>,
-    bias: Vec<f32>,
-}
-
-/// The detector network.
-#[derive(Debug, Clone)]
+/// The detector network, with its weights.
+#[derive(Debug)]
 pub struct Network {
-    layers: Vec<Conv>,
-}
-
-/// Planar feature maps: one `width * height` plane per channel.
-struct Planes {
-    width: usize,
-    height: usize,
-    data: Vec<Vec<f32>>,
-}
-
-impl Planes {
-    /// These channels followed by `other`'s (same size).
-    fn concat(mut self, other: Planes) -> Planes {
-        debug_assert_eq!((self.width, self.height), (other.width, other.height));
-        self.data.extend(other.data);
-        self
-    }
-
-    /// `f` on every plane, in parallel, making planes of `width` x `height`.
-    fn map(&self, width: usize, height: usize, f: impl Fn(&[f32]) -> Vec<f32> + Sync) -> Planes {
-        Planes {
-            width,
-            height,
-            data: self.data.par_iter().map(|p| f(p)).collect(),
-        }
-    }
-
-    /// Each 2x2 block's maximum (the sides are even).
-    fn max_pool(&self) -> Planes {
-        let (w, h, sw) = (self.width / 2, self.height / 2, self.width);
-        self.map(w, h, |p| {
-            let mut out = Vec::with_capacity(w * h);
-            for y in 0..h {
-                let (r0, r1) = (&p[2 * y * sw..][..sw], &p[(2 * y + 1) * sw..][..sw]);
-                for x in 0..w {
-                    out.push(
-                        r0[2 * x]
-                            .max(r0[2 * x + 1])
-                            .max(r1[2 * x])
-                            .max(r1[2 * x + 1]),
-                    );
-                }
-            }
-            out
-        })
-    }
-
-    /// Twice the size, each value repeated 2x2 (nearest neighbour).
-    fn upsample2(&self) -> Planes {
-        let (w, h, sw) = (self.width * 2, self.height * 2, self.width);
-        self.map(w, h, |p| {
-            let mut out = Vec::with_capacity(w * h);
-            for y in 0..h {
-                out.extend(p[(y / 2) * sw..][..sw].iter().flat_map(|&v| [v, v]));
-            }
-            out
-        })
-    }
+    detector: Detector,
 }
 
 impl Network {
@@ -157,155 +57,40 @@ impl Network {
         NET.get_or_init(|| Network::parse(BUILTIN).expect("the built-in detector weights parse"))
     }
 
-    /// Reads a weights file, naming what is wrong with a bad one.
+    /// Reads a weights file (on the CPU), naming what is wrong with a bad one.
     pub fn parse(bytes: &[u8]) -> Result<Network, String> {
-        let mut at = 0usize;
-        let mut take = |n: usize, what: &str| -> Result<&[u8], String> {
-            let end = at
-                .checked_add(n)
-                .filter(|&e| e <= bytes.len())
-                .ok_or_else(|| format!("weights file truncated in {what} at byte {at}"))?;
-            let s = &bytes[at..end];
-            at = end;
-            Ok(s)
-        };
-        if take(4, "the magic")? != b"UMWD" {
-            return Err("not a detector weights file (no UMWD magic)".into());
-        }
-        let u32_at = |s: &[u8]| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize;
-        let version = u32_at(take(4, "the version")?);
-        if version != VERSION {
-            return Err(format!(
-                "detector weights version {version}, expected {VERSION}"
-            ));
-        }
-        let count = u32_at(take(4, "the layer count")?);
-        if count != LAYOUT.len() {
-            return Err(format!("{count} layers, expected {}", LAYOUT.len()));
-        }
-        let mut layers = Vec::with_capacity(count);
-        for (name, inputs, outputs, kernel, dilation) in LAYOUT {
-            let head = take(16, "a layer header")?;
-            let got = [0, 4, 8, 12].map(|o| u32_at(&head[o..o + 4]));
-            if got != [inputs, outputs, kernel, dilation] {
-                return Err(format!(
-                    "layer {name} is {}->{} kernel {} dilation {}, expected \
-                     {inputs}->{outputs} kernel {kernel} dilation {dilation}",
-                    got[0], got[1], got[2], got[3]
-                ));
-            }
-            let floats = |s: &[u8]| -> Vec<f32> {
-                s.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect()
-            };
-            let weights = floats(take(4 * outputs * inputs * kernel * kernel, "weights")?);
-            let bias = floats(take(4 * outputs, "biases")?);
-            if weights.iter().chain(&bias).any(|v| !v.is_finite()) {
-                return Err(format!("layer {name} has a weight that is not finite"));
-            }
-            layers.push(Conv {
-                inputs,
-                outputs,
-                kernel,
-                dilation,
-                weights,
-                bias,
-            });
-        }
-        if at != bytes.len() {
-            return Err(format!("{} bytes after the last layer", bytes.len() - at));
-        }
-        Ok(Network { layers })
+        Detector::from_bytes(bytes, Backend::Cpu)
+            .map(|detector| Network { detector })
+            .map_err(|e| e.to_string())
     }
 
     /// Per-pixel logits (positive: watermark) for an RGB(A) or gray `image` at its own size.
-    pub fn logits(&self, image: &Raster) -> Vec<f32> {
+    pub fn logits(&self, image: &Raster) -> Result<Vec<f32>, StageError> {
         let (width, height) = (image.width as usize, image.height as usize);
-        // Sides padded up to a multiple of PAD by repeating the last row and column.
-        let (pw, ph) = (width.div_ceil(PAD) * PAD, height.div_ceil(PAD) * PAD);
+        // Sides padded up to a multiple of the network's by repeating the last row and column.
+        let (pw, ph) = (
+            width.div_ceil(SIDE_MULTIPLE) * SIDE_MULTIPLE,
+            height.div_ceil(SIDE_MULTIPLE) * SIDE_MULTIPLE,
+        );
         let c = image.channels as usize;
-        let mut input = Planes {
-            width: pw,
-            height: ph,
-            data: vec![vec![0.0; pw * ph]; 3],
-        };
+        let mut input = vec![0.0; 3 * pw * ph];
         for y in 0..ph {
             for x in 0..pw {
                 let px = image.pixel(x.min(width - 1) as u32, y.min(height - 1) as u32);
                 for ch in 0..3 {
                     // Gray images repeat their one channel.
                     let v = px[if c < 3 { 0 } else { ch }];
-                    input.data[ch][y * pw + x] = f32::from(v) / 255.0 - 0.5;
+                    input[(ch * ph + y) * pw + x] = f32::from(v) / 255.0 - 0.5;
                 }
             }
         }
-        let l = &self.layers;
-        let e1 = l[1].forward(&l[0].forward(&input, true), true);
-        let e2 = l[3].forward(&l[2].forward(&e1.max_pool(), true), true);
-        let e3 = l[4].forward(&e2.max_pool(), true);
-        let e3 = l[6].forward(&l[5].forward(&e3, true), true);
-        let e4 = l[7].forward(&e3.max_pool(), true);
-        let e4 = l[9].forward(&l[8].forward(&e4, true), true);
-        let u3 = l[10].forward(&e4.upsample2().concat(e3), true);
-        let u2 = l[11].forward(&u3.upsample2().concat(e2), true);
-        let u1 = l[12].forward(&u2.upsample2().concat(e1), true);
-        let out = l[13].forward(&u1, false);
-        let plane = &out.data[0];
-        (0..height)
+        let plane = self
+            .detector
+            .logits(input, (pw, ph))
+            .map_err(|e| StageError::internal(format!("watermark detector: {e}")))?;
+        Ok((0..height)
             .flat_map(|y| plane[y * pw..y * pw + width].iter().copied())
-            .collect()
-    }
-}
-
-impl Conv {
-    /// The layer on `input`, zero-padded to the same size; `relu` clamps negatives.
-    fn forward(&self, input: &Planes, relu: bool) -> Planes {
-        let (w, h) = (input.width, input.height);
-        let half = (self.kernel / 2) as isize;
-        let k = self.kernel;
-        let one = |o: usize| -> Vec<f32> {
-            let mut out = vec![self.bias[o]; w * h];
-            for (i, plane) in input.data.iter().enumerate() {
-                for ky in 0..k {
-                    let dy = (ky as isize - half) * self.dilation as isize;
-                    for kx in 0..k {
-                        let dx = (kx as isize - half) * self.dilation as isize;
-                        let wt = self.weights[((o * self.inputs + i) * k + ky) * k + kx];
-                        if wt == 0.0 {
-                            continue;
-                        }
-                        // Output columns whose source column lies inside the image.
-                        let x0 = (-dx).max(0) as usize;
-                        let x1 = (w as isize - dx.max(0)).max(0) as usize;
-                        if x0 >= x1 {
-                            continue;
-                        }
-                        let y0 = (-dy).max(0) as usize;
-                        let y1 = (h as isize - dy.max(0)).max(0) as usize;
-                        for y in y0..y1 {
-                            let sy = (y as isize + dy) as usize;
-                            let src = &plane[sy * w + (x0 as isize + dx) as usize..][..x1 - x0];
-                            let dst = &mut out[y * w + x0..y * w + x1];
-                            for (d, s) in dst.iter_mut().zip(src) {
-                                *d += wt * s;
-                            }
-                        }
-                    }
-                }
-            }
-            if relu {
-                out.iter_mut().for_each(|v| *v = v.max(0.0));
-            }
-            out
-        };
-        debug_assert_eq!(input.data.len(), self.inputs);
-        let data = (0..self.outputs).into_par_iter().map(one).collect();
-        Planes {
-            width: w,
-            height: h,
-            data,
-        }
+            .collect())
     }
 }
 
@@ -431,8 +216,8 @@ fn logits_at(
         };
         prescale::resize(image, None, size.0, size.1, filter)?
     };
-    let mut logits = net.logits(&seen);
-    let mirrored = net.logits(&mirror(&seen));
+    let mut logits = net.logits(&seen)?;
+    let mirrored = net.logits(&mirror(&seen))?;
     let w = seen.width as usize;
     for (row, back) in logits.chunks_exact_mut(w).zip(mirrored.chunks_exact(w)) {
         for (v, m) in row.iter_mut().zip(back.iter().rev()) {
@@ -487,9 +272,8 @@ mod tests {
     #[test]
     fn builtin_weights_parse() {
         let net = Network::builtin();
-        assert_eq!(net.layers.len(), LAYOUT.len());
         // Any size works: padded to a multiple of 8 inside, cropped back.
-        let logits = net.logits(&Raster::filled(37, 22, 3, 128));
+        let logits = net.logits(&Raster::filled(37, 22, 3, 128)).expect("logits");
         assert_eq!(logits.len(), 37 * 22);
     }
 
@@ -514,7 +298,7 @@ mod tests {
             }
         }
         let image = Raster::from_data(w, h, 3, data).expect("raster");
-        let ours = Network::builtin().logits(&image);
+        let ours = Network::builtin().logits(&image).expect("logits");
         let theirs = fixture["logits"].as_array().expect("logits");
         assert_eq!(ours.len(), theirs.len());
         for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
@@ -527,66 +311,9 @@ mod tests {
     }
 
     #[test]
-    fn bad_weight_files_name_the_problem() {
-        assert!(
-            Network::parse(b"PK\x03\x04")
-                .expect_err("bad")
-                .contains("magic")
-        );
-        let cut = &BUILTIN[..BUILTIN.len() - 3];
-        assert!(Network::parse(cut).expect_err("cut").contains("truncated"));
-        let mut longer = BUILTIN.to_vec();
-        longer.push(0);
-        assert!(
-            Network::parse(&longer)
-                .expect_err("longer")
-                .contains("after the last layer")
-        );
-        let mut wrong = BUILTIN.to_vec();
-        wrong[16] = 4; // c1a's output count
-        assert_eq!(
-            Network::parse(&wrong).expect_err("wrong"),
-            "layer c1a is 3->4 kernel 3 dilation 1, expected 3->16 kernel 3 dilation 1"
-        );
-    }
-
-    #[test]
-    fn convolution_matches_a_direct_sum() {
-        // One 3x3 layer with dilation 2 on a 5x4 ramp, against the definition.
-        let conv = Conv {
-            inputs: 1,
-            outputs: 1,
-            kernel: 3,
-            dilation: 2,
-            weights: (0..9).map(|i| i as f32 - 4.0).collect(),
-            bias: vec![0.5],
-        };
-        let (w, h) = (5usize, 4usize);
-        let plane: Vec<f32> = (0..w * h).map(|i| (i * 7 % 11) as f32).collect();
-        let out = conv.forward(
-            &Planes {
-                width: w,
-                height: h,
-                data: vec![plane.clone()],
-            },
-            false,
-        );
-        for y in 0..h as isize {
-            for x in 0..w as isize {
-                let mut want = 0.5;
-                for ky in 0..3isize {
-                    for kx in 0..3isize {
-                        let (sx, sy) = (x + (kx - 1) * 2, y + (ky - 1) * 2);
-                        if sx >= 0 && sy >= 0 && sx < w as isize && sy < h as isize {
-                            want += conv.weights[(ky * 3 + kx) as usize]
-                                * plane[sy as usize * w + sx as usize];
-                        }
-                    }
-                }
-                let got = out.data[0][y as usize * w + x as usize];
-                assert!((got - want).abs() < 1e-4, "({x},{y}): {got} vs {want}");
-            }
-        }
+    fn a_bad_weight_file_is_refused_with_its_reason() {
+        let err = Network::parse(b"PK\x03\x04").expect_err("bad");
+        assert!(err.contains("magic"), "{err}");
     }
 
     #[test]
