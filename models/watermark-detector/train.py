@@ -8,7 +8,7 @@ deliberately small (a four-level U-Net of 3x3 convolutions, 16/32/48/64 channels
 weights), so that the stage runs it on the CPU in about a second at 512 px. It starts from the
 weights of the previous, three-level network (`detector-v2.bin`, which it contains exactly; see
 warm_start); a further round starts from a version 3 file (`--init`) and draws new samples
-(`--seed`). Its layout is described in stages/src/detect/auto.rs, which checks every layer's
+(`--seed`). Its layout is described in models/src/detector.rs, which checks every layer's
 shape against it.
 
 Weights file: b"UMWD" + u32 version (3; 2 for the three-level network) + u32 layer count, then
@@ -140,7 +140,7 @@ def parity_image(width, height):
 
 def write_parity(model, path):
     """Logits of parity_image(24, 16) (sides divisible by 8, as the stage pads to), for the
-    Rust port's parity test."""
+    detect stage's parity test (the burn network on its CPU path)."""
     with torch.no_grad():
         logits = model(to_input(parity_image(24, 16)[None]))[0, 0].numpy()
     with open(path, "w") as f:
