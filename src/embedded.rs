@@ -156,8 +156,11 @@ pub(crate) fn builtin_names() -> Vec<&'static str> {
 }
 
 /// The built-in stage `name`; `segment` loads (and warms up) its network here, so only a
-/// process that runs it pays for it.
+/// process that runs it pays for it, and `detect` puts its network on `models.device`.
 fn builtin(name: &str, config: &Config) -> Option<Arc<dyn Stage>> {
+    if name == "detect" {
+        return Some(Arc::new(crate::models::detect_stage(config)));
+    }
     if let Some(stage) = unmark_stages::builtin()
         .into_iter()
         .find(|s| s.name() == name)

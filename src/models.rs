@@ -1,5 +1,5 @@
-//! `[models]`: where the neural networks' weights are and how they run, and the
-//! `unmark models` command that imports them.
+//! `[models]`: where the neural networks' weights are and how they run (the watermark
+//! detector's device too), and the `unmark models` command that imports them.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,6 +11,8 @@ use clap::Subcommand;
 use serde::Deserialize;
 use unmark_models::Backend;
 use unmark_models::batch::BatchConfig;
+use unmark_stages::detect::DetectStage;
+use unmark_stages::detect::auto::Network;
 use unmark_stages::segment::SegmentModel;
 
 use crate::config::Config;
@@ -22,8 +24,8 @@ pub(crate) struct ModelsConfig {
     /// ISNet's weights, as written by `unmark models import isnet`; empty =
     /// `<data_dir>/models/isnet.umw`.
     pub(crate) isnet: String,
-    /// Where the network runs: `cpu`, `wgpu` or `cuda` (the last two need a build with
-    /// that feature).
+    /// Where the networks run (ISNet, and the watermark detector of jobs sent with no mask):
+    /// `cpu`, `wgpu` or `cuda` (the last two need a build with that feature).
     pub(crate) device: String,
     /// The square the network runs at; the published weights were trained at 1024.
     pub(crate) input_side: u32,
@@ -121,6 +123,32 @@ pub(crate) fn segment_model(config: &Config) -> Arc<SegmentModel> {
             let why = format!("cannot load ISNet from {}: {e}", path.display());
             tracing::error!("{why}");
             Arc::new(SegmentModel::unavailable(why))
+        }
+    }
+}
+
+/// The detect stage, its watermark detector on `models.device`. The detector's weights are
+/// built into the binary, so only the device can fail: then it runs on the CPU, as by default,
+/// and says why.
+pub(crate) fn detect_stage(config: &Config) -> DetectStage {
+    let backend = Backend::parse(&config.models.device).unwrap_or_default();
+    if backend == Backend::Cpu {
+        return DetectStage::default();
+    }
+    match Network::builtin_on(backend) {
+        Ok(network) => {
+            tracing::info!(
+                device = backend.as_str(),
+                "the watermark detector runs on the models device"
+            );
+            DetectStage::with_network(Arc::new(network))
+        }
+        Err(e) => {
+            tracing::warn!(
+                device = backend.as_str(),
+                "the watermark detector runs on the CPU instead: {e}"
+            );
+            DetectStage::default()
         }
     }
 }

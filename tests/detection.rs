@@ -196,3 +196,50 @@ fn cli_writes_the_detected_mask() {
     // Measured 0.81 (0.74 with the first round of training).
     assert!(MaskScores::of(&found, &read_mask(&mask)).f1 >= 0.70);
 }
+
+/// The detector on the wgpu backend (Mesa's lavapipe in CI, a software rasteriser, so the
+/// image is a crop) against the CPU path, on the built-in weights: the logits and the mask.
+#[cfg(feature = "wgpu")]
+#[test]
+fn the_detector_on_wgpu_agrees_with_the_cpu() {
+    let gpu = auto::Network::builtin_on(unmark_models::Backend::Wgpu)
+        .expect("a Vulkan device (Debian: mesa-vulkan-drivers gives lavapipe)");
+    let (wm, mask, _) = case("dev_023_coins_512_text_corner");
+    let (image, truth) = (read_raster(&wm), read_mask(&mask));
+    // A 192x128 crop with the mark's first pixel (in reading order) inside it.
+    let first = truth.data.iter().position(|&v| v != 0).expect("a mark");
+    let (w, h) = (192u32, 128u32);
+    let x0 = (first as u32 % image.width)
+        .saturating_sub(40)
+        .min(image.width - w);
+    let y0 = (first as u32 / image.width)
+        .saturating_sub(20)
+        .min(image.height - h);
+    let c = image.channels as usize;
+    let mut data = Vec::with_capacity((w * h) as usize * c);
+    for y in y0..y0 + h {
+        for x in x0..x0 + w {
+            data.extend_from_slice(image.pixel(x, y));
+        }
+    }
+    let crop = Raster::from_data(w, h, image.channels, data).expect("crop");
+    let cpu = auto::Network::builtin();
+    let (on_cpu, on_gpu) = (
+        cpu.logits(&crop).expect("cpu"),
+        gpu.logits(&crop).expect("wgpu"),
+    );
+    let max_diff = on_cpu
+        .iter()
+        .zip(&on_gpu)
+        .map(|(a, b)| (a - b).abs() / (1.0 + a.abs()))
+        .fold(0.0f32, f32::max);
+    println!("detector, wgpu vs cpu at {w}x{h}: max relative difference {max_diff:.2e}");
+    assert!(max_diff <= 1e-3, "max relative difference {max_diff}");
+    let (found_cpu, found_gpu) = (
+        auto::detect(cpu, &crop, 0.5).expect("cpu mask"),
+        auto::detect(&gpu, &crop, 0.5).expect("wgpu mask"),
+    );
+    assert!(found_cpu.count() > 100, "the crop holds a detected mark");
+    let scores = MaskScores::of(&found_gpu, &found_cpu);
+    assert!(scores.iou >= 0.99, "masks differ: IoU {:.4}", scores.iou);
+}

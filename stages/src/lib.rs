@@ -52,7 +52,7 @@ pub fn builtin() -> Vec<Arc<dyn Stage>> {
     vec![
         Arc::new(decode::DecodeStage),
         Arc::new(prescale::PrescaleStage),
-        Arc::new(detect::DetectStage),
+        Arc::new(detect::DetectStage::default()),
         Arc::new(inpaint::InpaintStage),
         Arc::new(encode::EncodeStage),
     ]

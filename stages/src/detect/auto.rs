@@ -57,9 +57,20 @@ impl Network {
         NET.get_or_init(|| Network::parse(BUILTIN).expect("the built-in detector weights parse"))
     }
 
+    /// The built-in weights on `backend` (the CPU's is [`Network::builtin`], loaded once).
+    pub fn builtin_on(backend: Backend) -> Result<Network, String> {
+        Network::parse_on(BUILTIN, backend)
+    }
+
     /// Reads a weights file (on the CPU), naming what is wrong with a bad one.
     pub fn parse(bytes: &[u8]) -> Result<Network, String> {
-        Detector::from_bytes(bytes, Backend::Cpu)
+        Network::parse_on(bytes, Backend::Cpu)
+    }
+
+    /// Reads a weights file onto `backend`: the CPU runs the Winograd path, a GPU the burn
+    /// modules.
+    pub fn parse_on(bytes: &[u8], backend: Backend) -> Result<Network, String> {
+        Detector::from_bytes(bytes, backend)
             .map(|detector| Network { detector })
             .map_err(|e| e.to_string())
     }

@@ -8,6 +8,8 @@
 pub mod auto;
 pub mod tiled;
 
+use std::sync::Arc;
+
 use unmark_schemas::FailureReason;
 use unmark_schemas::params::{self, DetectParams};
 
@@ -107,8 +109,28 @@ pub fn prepare_mask(
 }
 
 /// The `detect` stage: `user_mask` to `mask` (full size) and `work_mask` (working size).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct DetectStage;
+/// With no mask, it runs the built-in detector: on the CPU ([`DetectStage::default`]), or on
+/// the network it was given ([`DetectStage::with_network`], the weights on another device).
+#[derive(Debug, Default, Clone)]
+pub struct DetectStage {
+    network: Option<Arc<auto::Network>>,
+}
+
+impl DetectStage {
+    /// The stage running the detector `network` (the built-in weights on a chosen device:
+    /// [`auto::Network::builtin_on`]).
+    pub fn with_network(network: Arc<auto::Network>) -> Self {
+        Self {
+            network: Some(network),
+        }
+    }
+
+    fn network(&self) -> &auto::Network {
+        self.network
+            .as_deref()
+            .unwrap_or_else(|| auto::Network::builtin())
+    }
+}
 
 impl Stage for DetectStage {
     fn name(&self) -> &'static str {
@@ -157,7 +179,7 @@ impl Stage for DetectStage {
             None if profiled => Mask::new(image.width, image.height),
             None => {
                 let decoded = artifact::read_image(inputs.require("image")?)?;
-                let found = auto::detect(auto::Network::builtin(), &decoded.raster, p.threshold)?;
+                let found = auto::detect(self.network(), &decoded.raster, p.threshold)?;
                 tracing::info!(pixels = found.count(), "detected the watermark");
                 // The inpainter restores a loose mask of the detector's region by region.
                 out = out.with(
@@ -220,7 +242,7 @@ mod tests {
             let mask = artifact::write_mask(&Mask::new(48, 32));
             inputs.0.insert("user_mask".into(), mask);
         }
-        let out = DetectStage
+        let out = DetectStage::default()
             .run(&inputs, &serde_json::json!({}))
             .expect("detect");
         out.artifacts.iter().map(|(name, _)| *name).collect()
