@@ -122,13 +122,12 @@ impl Groups {
         println!("| size | kind | n | {} |", header.join(" | "));
         println!("|{}", " --- |".repeat(header.len() + 3));
         for ((size, kind), (n, _)) in &self.0 {
+            let means = self.mean(*size, kind);
             let size = if *size == 0 {
                 "all".to_owned()
             } else {
                 size.to_string()
             };
-            let size_key = size.parse().unwrap_or(0);
-            let means = self.mean(size_key, kind);
             let cells: Vec<String> = means
                 .iter()
                 .zip(columns)
