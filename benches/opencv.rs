@@ -16,14 +16,16 @@ pub(crate) struct Case<'a> {
 /// timed runs each, single-threaded), writing masks and results under `dir`. Returns each
 /// case's result path and seconds, in order; panics when python3 or OpenCV is missing.
 pub(crate) fn telea(cases: &[Case], radius: u32, repeat: usize, dir: &Path) -> Vec<(PathBuf, f64)> {
-    let mut outs = Vec::with_capacity(cases.len());
+    let outs: Vec<PathBuf> = cases
+        .iter()
+        .map(|case| dir.join(format!("{}-cv.png", case.id)))
+        .collect();
     let jobs: Vec<serde_json::Value> = cases
         .iter()
-        .map(|case| {
+        .zip(&outs)
+        .map(|(case, out)| {
             let mask = dir.join(format!("{}-mask.png", case.id));
             save_mask(case.mask, &mask);
-            let out = dir.join(format!("{}-cv.png", case.id));
-            outs.push(out.clone());
             serde_json::json!({ "image": case.image, "mask": mask, "out": out, "radius": radius })
         })
         .collect();

@@ -54,7 +54,9 @@ impl Network {
     /// The network built into the binary.
     pub fn builtin() -> &'static Network {
         static NET: OnceLock<Network> = OnceLock::new();
-        NET.get_or_init(|| Network::parse(BUILTIN).expect("the built-in detector weights parse"))
+        NET.get_or_init(|| {
+            Network::builtin_on(Backend::Cpu).expect("the built-in detector weights parse")
+        })
     }
 
     /// The built-in weights on `backend` (the CPU's is [`Network::builtin`], loaded once).
@@ -62,13 +64,8 @@ impl Network {
         Network::parse_on(BUILTIN, backend)
     }
 
-    /// Reads a weights file (on the CPU), naming what is wrong with a bad one.
-    pub fn parse(bytes: &[u8]) -> Result<Network, String> {
-        Network::parse_on(bytes, Backend::Cpu)
-    }
-
-    /// Reads a weights file onto `backend`: the CPU runs the Winograd path, a GPU the burn
-    /// modules.
+    /// Reads a weights file onto `backend`, naming what is wrong with a bad one: the CPU runs
+    /// the Winograd path, a GPU the burn modules.
     pub fn parse_on(bytes: &[u8], backend: Backend) -> Result<Network, String> {
         Detector::from_bytes(bytes, backend)
             .map(|detector| Network { detector })
@@ -323,7 +320,7 @@ mod tests {
 
     #[test]
     fn a_bad_weight_file_is_refused_with_its_reason() {
-        let err = Network::parse(b"PK\x03\x04").expect_err("bad");
+        let err = Network::parse_on(b"PK\x03\x04", Backend::Cpu).expect_err("bad");
         assert!(err.contains("magic"), "{err}");
     }
 
