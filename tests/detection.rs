@@ -92,7 +92,7 @@ fn detector_finds_the_dev_marks() {
     assert!(d >= t * PSNR_SHARE_FLOOR, "{d:.2} dB vs {t:.2} dB");
 }
 
-/// Floors a little under what the built-in weights measure on the dev set (see the README).
+/// Floors a little under what the built-in weights measure on the dev set (see docs/benchmarks.md).
 /// Measured with the committed weights (the third round of training), the tiled marks'
 /// completion and the network at three working sizes (512, 768 and 1024 px): mean F1 0.574
 /// (0.537 at 512 px alone; the second round 0.516, the first 0.468, the three-level network

@@ -18,12 +18,7 @@ async fn the_openapi_document_describes_the_server() {
         ("UNMARK_MODELS__ISNET", &weights),
         ("UNMARK_MODELS__INPUT_SIDE", "64"),
     ]);
-    let doc: serde_json::Value = reqwest::get(server.url("/api/v1/openapi.json"))
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let doc = server.openapi().await;
     assert_eq!(doc["openapi"], "3.1.0");
     for path in [
         "/api/v1/remove-watermark",

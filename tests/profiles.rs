@@ -105,7 +105,7 @@ fn learned_profiles_match_the_truth_and_beat_single_image_removal() {
     eprintln!(
         "mean: {a:.2} dB with a profile learned from the others; single image {b:.2} dB detected, {c:.2} dB with the exact mask"
     );
-    // Measured: see the README (profiles). With no mask sent, the profile is far ahead of
+    // Measured: see docs/benchmarks.md (profiles). With no mask sent, the profile is far ahead of
     // single-image removal; and it is close to single-image `restore` given the exact mask,
     // which a client of the profile does not have (34.76 against 35.09 dB).
     assert!(a >= b + PROFILE_LEAD, "{a:.2} vs {b:.2}");
@@ -117,7 +117,7 @@ fn learned_profiles_match_the_truth_and_beat_single_image_removal() {
 const EXACT_MASK_MARGIN: f64 = 1.0;
 
 /// How far removal with a learned profile must stay ahead of single-image removal with the
-/// detected mask, in dB (measured lead 19.2 dB, README: profiles).
+/// detected mask, in dB (measured lead 19.2 dB, docs/notes/profiles.md).
 const PROFILE_LEAD: f64 = 15.0;
 
 #[test]

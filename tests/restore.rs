@@ -7,7 +7,7 @@ use unmark_stages::inpaint::MaskOrigin::Drawn;
 use crate::common::*;
 
 /// The least mean gain over `telea` on marks of opacity 0.6 or less. The issue asks for 8 dB;
-/// this commit measured 10.08 (README, the bench with `--engine restore`), and the floor is
+/// this commit measured 10.08 (docs/benchmarks.md, the bench with `--engine restore`), and the floor is
 /// 1 dB under it so that a regression fails here.
 const LOW_OPACITY_GAIN_FLOOR: f64 = 9.0;
 /// No kind of mark may be worse than `telea` by more than this on average (the issue's bound).

@@ -9,11 +9,11 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-/// Default inpainting radius in pixels (chosen by measurement on the dev set, see README).
+/// Default inpainting radius in pixels (chosen by measurement on the dev set, see docs/benchmarks.md).
 pub const DEFAULT_RADIUS: u32 = 5;
-/// Default mask dilation in pixels (chosen by measurement on the dev set, see README).
+/// Default mask dilation in pixels (chosen by measurement on the dev set, see docs/benchmarks.md).
 pub const DEFAULT_MASK_DILATE: u32 = 0;
-/// Default longest side of the working image (chosen by measurement, see README).
+/// Default longest side of the working image (chosen by measurement, see docs/benchmarks.md).
 pub const DEFAULT_WORK_MAX_SIDE: u32 = 4096;
 /// Default JPEG quality.
 pub const DEFAULT_QUALITY: u8 = 95;

@@ -172,7 +172,7 @@ impl Crop {
     ///
     /// Telea fills each pixel once, from what the front has seen so far, which leaves streaks
     /// along the marching direction; relaxing towards the harmonic fill removes them. On the
-    /// dev set this gains about 0.8 dB of masked PSNR over plain Telea (see README).
+    /// dev set this gains about 0.8 dB of masked PSNR over plain Telea (see docs/benchmarks.md).
     fn relax(&mut self, order: &[usize]) {
         const OMEGA: f32 = 1.8;
         const MAX_SWEEPS: usize = 60;
