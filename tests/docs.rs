@@ -92,10 +92,9 @@ fn words(line: &str) -> Vec<String> {
 fn first_command(line: &str) -> &str {
     let mut quote: Option<char> = None;
     let mut depth = 0usize;
-    let bytes: Vec<char> = line.chars().collect();
+    let chars: Vec<(usize, char)> = line.char_indices().collect();
     let mut end = line.len();
-    let mut offset = 0;
-    for (i, &c) in bytes.iter().enumerate() {
+    for (i, &(at, c)) in chars.iter().enumerate() {
         match quote {
             Some(q) if c == q => quote = None,
             Some(_) => {}
@@ -103,20 +102,19 @@ fn first_command(line: &str) -> &str {
             None if c == '[' => depth += 1,
             None if c == ']' => depth = depth.saturating_sub(1),
             None => {
-                let prev_space = i == 0 || bytes[i - 1].is_whitespace();
-                let next = bytes.get(i + 1).copied().unwrap_or(' ');
+                let prev_space = i == 0 || chars[i - 1].1.is_whitespace();
+                let next = chars.get(i + 1).map_or(' ', |&(_, n)| n);
                 let stop = (c == '#' && prev_space)
                     || (c == '|' && depth == 0 && prev_space && next.is_whitespace())
                     || (c == ';')
                     || (c == '&' && (next == '&' || next.is_whitespace()) && prev_space)
                     || (c == '>' && prev_space);
                 if stop {
-                    end = offset;
+                    end = at;
                     break;
                 }
             }
         }
-        offset += c.len_utf8();
     }
     &line[..end]
 }

@@ -141,11 +141,16 @@ class Client:
             raise UnmarkError(f"{method} {path} answered JSON that is not an object")
         return body
 
-    def _image_answer(
-        self, response: requests.Response, on_event: Optional[Callable[[JobEvent], None]]
+    def _post_image(
+        self,
+        path: str,
+        files: List[Tuple[str, Tuple[Optional[str], Union[bytes, str]]]],
+        idempotency_key: Optional[str],
+        on_event: Optional[Callable[[JobEvent], None]],
     ) -> Result:
-        """The result of a synchronous endpoint; a 202 (the job outlived the server's wait)
-        is followed to its end."""
+        """POSTs a form to a synchronous endpoint and returns its image; a 202 (the job
+        outlived the server's wait) is followed to its end."""
+        response = self._request("POST", path, files=files, idempotency_key=idempotency_key)
         if response.status_code == 202:
             job = Job.from_json(response.json())
             return self.wait_result(job.id, on_event=on_event)
@@ -211,11 +216,12 @@ class Client:
             "detector": _steps(detector),
             "post": _steps(post),
         }
-        files = self._form(fields, image=image, mask=mask)
-        response = self._request(
-            "POST", "/api/v1/remove-watermark", files=files, idempotency_key=idempotency_key
+        return self._post_image(
+            "/api/v1/remove-watermark",
+            self._form(fields, image=image, mask=mask),
+            idempotency_key,
+            on_event,
         )
-        return self._image_answer(response, on_event)
 
     def remove_background(
         self,
@@ -257,11 +263,12 @@ class Client:
             "format": format,
             "work_max_side": work_max_side,
         }
-        files = self._form(fields, image=image, bg_image=bg_image)
-        response = self._request(
-            "POST", "/api/v1/remove-background", files=files, idempotency_key=idempotency_key
+        return self._post_image(
+            "/api/v1/remove-background",
+            self._form(fields, image=image, bg_image=bg_image),
+            idempotency_key,
+            on_event,
         )
-        return self._image_answer(response, on_event)
 
     @staticmethod
     def _form(
