@@ -14,3 +14,12 @@ pub(crate) fn read(path: &Path) -> Raster {
     };
     decode(&bytes, &limits, "image").expect("decode").raster
 }
+
+/// The cases of the eval set at `eval` (its `manifest.json`), as the manifest lists them.
+#[allow(dead_code)]
+pub(crate) fn manifest_cases(eval: &Path) -> Vec<serde_json::Value> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(eval.join("manifest.json")).expect("manifest.json"))
+            .expect("manifest");
+    manifest["cases"].as_array().expect("cases").clone()
+}

@@ -167,13 +167,7 @@ struct Case {
 }
 
 fn cases(args: &Args) -> Vec<Case> {
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(args.eval.join("manifest.json")).expect("manifest.json"),
-    )
-    .expect("manifest");
-    manifest["cases"]
-        .as_array()
-        .expect("cases")
+    eval_files::manifest_cases(&args.eval)
         .iter()
         .filter(|case| {
             let id = case["id"].as_str().unwrap_or_default();

@@ -39,6 +39,7 @@ mod raster;
 mod runner;
 pub mod segment;
 mod stage;
+pub mod synth;
 pub mod telemetry;
 
 pub use raster::{Mask, Raster};

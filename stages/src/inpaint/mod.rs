@@ -7,6 +7,7 @@ mod regions;
 mod restore;
 mod telea;
 
+pub use restore::Report as RestoreReport;
 pub(crate) use restore::blend_alpha;
 
 use rayon::prelude::*;
@@ -22,12 +23,25 @@ pub use regions::{Rect, bounding_box, components, crops, label};
 /// # Panics
 /// Never for a mask of the image's size; the stage checks sizes before calling.
 pub fn inpaint(image: &mut Raster, mask: &Mask, origin: MaskOrigin, params: &InpaintParams) {
+    inpaint_reported(image, mask, origin, params);
+}
+
+/// [`inpaint`], saying what `restore` did with the mask's regions (`None` for `telea`).
+pub fn inpaint_reported(
+    image: &mut Raster,
+    mask: &Mask,
+    origin: MaskOrigin,
+    params: &InpaintParams,
+) -> Option<RestoreReport> {
     debug_assert_eq!(image.size(), mask.size());
     match params.engine {
-        Engine::Telea => telea_fill(image, mask, params.radius),
+        Engine::Telea => {
+            telea_fill(image, mask, params.radius);
+            None
+        }
         Engine::Restore => {
             let prior = telea_prior(image, mask, params.radius);
-            restore::restore(image, mask, &prior, origin);
+            Some(restore::restore(image, mask, &prior, origin, params.radius))
         }
     }
 }
@@ -67,15 +81,28 @@ pub(crate) fn restore_shaped(image: &mut Raster, mask: &Mask, covered: &[bool]) 
     restore::restore_shaped(image, mask, &prior, covered)
 }
 
+/// A copy of `image` whose masked pixels within `reach` of the mask's edge are filled by
+/// Telea's marching alone (no refinement); the deeper ones keep their values.
+pub(crate) fn telea_shallow(image: &Raster, mask: &Mask, radius: u32, reach: f32) -> Raster {
+    let mut near = image.clone();
+    fill_crops(&mut near, mask, radius, Some(reach));
+    near
+}
+
 /// Telea's fill of every masked pixel, crop by crop, in parallel.
 fn telea_fill(image: &mut Raster, mask: &Mask, radius: u32) {
+    fill_crops(image, mask, radius, None);
+}
+
+/// Telea's fill of the masked pixels within `reach` of the edge (all with `None`).
+fn fill_crops(image: &mut Raster, mask: &Mask, radius: u32, reach: Option<f32>) {
     let window = telea::Window::new(radius);
     // Known pixels up to `radius` away feed the fill, and one more row for gradients.
     let margin = radius + 2;
     let source: &Raster = image;
     let fills: Vec<_> = crops(mask, margin)
         .into_par_iter()
-        .map(|rect| telea::fill_crop(source, mask, rect, &window))
+        .map(|rect| telea::fill_crop(source, mask, rect, &window, reach))
         .collect();
     let c = image.channels as usize;
     for (x, y, px) in fills.into_iter().flatten() {

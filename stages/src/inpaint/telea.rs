@@ -217,12 +217,15 @@ impl Crop {
 }
 
 /// Fills the masked pixels of `image` inside `rect` and returns them as `(x, y, samples)`,
-/// leaving `image` untouched.
+/// leaving `image` untouched. With `reach`, only the pixels the front reaches by that
+/// arrival time are filled, by the marching alone (no harmonic refinement): the fill near
+/// the mask's edge, at a fraction of the cost.
 pub(crate) fn fill_crop(
     image: &Raster,
     mask: &Mask,
     rect: Rect,
     window: &Window,
+    reach: Option<f32>,
 ) -> Vec<(u32, u32, [u8; 4])> {
     let (w, h) = (rect.width() as i32, rect.height() as i32);
     let c = image.channels as usize;
@@ -274,6 +277,9 @@ pub(crate) fn fill_crop(
 
     let mut order = Vec::new();
     while let Some(Reverse((_, i))) = heap.pop() {
+        if reach.is_some_and(|r| crop.t[i as usize] > r) {
+            break;
+        }
         let i = i as i32;
         let (x, y) = (i % w, i / w);
         crop.flag[i as usize] = KNOWN;
@@ -294,7 +300,9 @@ pub(crate) fn fill_crop(
             order.push(j);
         }
     }
-    crop.relax(&order);
+    if reach.is_none() {
+        crop.relax(&order);
+    }
     order
         .into_iter()
         .map(|j| {
