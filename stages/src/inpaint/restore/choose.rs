@@ -43,33 +43,20 @@ pub(crate) fn restore(
 ) -> Report {
     let regions = check::Regions::of(mask);
     let masked = masked_pixels(mask);
-    let noise = check::noise(image, mask, &regions);
-    // The ring's pixels are the grown mask's outer RING px: the marching alone reaches them.
-    let reach = check::RING as f32 + 1.0;
-    let ring = check::ring_fill_error(image, mask, &regions, |m| {
-        super::super::telea_shallow(image, m, radius, reach)
-    });
-    let structure = check::Structure::of(image, mask, &regions);
-    // The fill's expected error at each masked pixel: as it errs on the ring of photo around
-    // the region at the pixel's depth, and deeper than the ring reaches, grown further as the
-    // photo's changes grow with distance.
-    let depth = depth(mask);
-    let deepest = structure.at(check::RING as f32).max(1e-3);
-    let mut bound = vec![0f32; mask.data.len()];
-    for &i in &masked {
-        bound[i] = {
-            let by_depth = ring[regions.of[i] as usize];
-            let d = depth[i].round().clamp(1.0, check::RING as f32) as usize;
-            let beyond = (structure.at(depth[i]) / deepest).max(1.0);
-            FILL_BOUND * by_depth[d - 1] * beyond
-        };
-    }
-    let candidate = |fit: Fit| {
+    // One model's restoration: the image and each pixel's noise gain.
+    let run = |fit: Fit| {
         let mut out = image.clone();
         let mut gain = vec![1f32; mask.data.len()];
-        if !restore_with(&mut out, mask, prior, Shape::Mask(origin), fit, &mut gain) {
-            return None;
-        }
+        restore_with(&mut out, mask, prior, Shape::Mask(origin), fit, &mut gain)
+            .then_some((out, gain))
+    };
+    // The flat model's restoration and the fill's measurements are independent: side by side.
+    let ((noise, bound), flat) = rayon::join(
+        || fill_measures(image, mask, &regions, &masked, radius),
+        || run(Fit::Flat),
+    );
+    let candidate = |restored: Option<(Raster, Vec<f32>)>| {
+        let (out, gain) = restored?;
         let trace = check::trace(image, mask, &regions, &out, &gain, noise);
         // Per region: the restoration's error (its trace plus the noise as it scales it) and
         // how far it departs from the fill.
@@ -98,7 +85,7 @@ pub(crate) fn restore(
     };
     // The flat model first; the wider ones (fitted on the whole mask: a gradient spans its
     // regions) only where it does not beat the fill clearly somewhere.
-    let mut candidates: Vec<Candidate> = candidate(Fit::Flat).into_iter().collect();
+    let mut candidates: Vec<Candidate> = candidate(flat).into_iter().collect();
     let doubtful: Vec<bool> = (0..=regions.count)
         .map(|r| {
             r > 0
@@ -108,8 +95,10 @@ pub(crate) fn restore(
         })
         .collect();
     if doubtful.iter().any(|&d| d) {
-        let wider = [Fit::Gradient, Fit::Layers];
-        candidates.extend(wider.into_iter().filter_map(candidate));
+        // The two wider models are independent: fitted side by side.
+        let (gradient, layers) = rayon::join(|| run(Fit::Gradient), || run(Fit::Layers));
+        let (gradient, layers) = (candidate(gradient), candidate(layers));
+        candidates.extend(gradient.into_iter().chain(layers));
     }
     // Per region, the candidate with the least error, the first (the simplest) unless a wider
     // one's is clearly less; the fill where even that one does not beat it.
@@ -136,6 +125,36 @@ pub(crate) fn restore(
         regions: regions.count,
         fell_back: choice[1..].iter().filter(|n| n.is_none()).count(),
     }
+}
+
+/// The observation's noise ([`check::noise`]) and the fill's expected error at each masked
+/// pixel: as it errs on the ring of photo around the pixel's region at the pixel's depth
+/// ([`check::ring_fill_error`]), and deeper than the ring reaches, grown further as the
+/// photo's changes grow with distance ([`check::Structure`]), times [`FILL_BOUND`].
+fn fill_measures(
+    image: &Raster,
+    mask: &Mask,
+    regions: &check::Regions,
+    masked: &[usize],
+    radius: u32,
+) -> (f32, Vec<f32>) {
+    let noise = check::noise(image, mask, regions);
+    // The ring's pixels are the grown mask's outer RING px: the marching alone reaches them.
+    let reach = check::RING as f32 + 1.0;
+    let ring = check::ring_fill_error(image, mask, regions, |m| {
+        super::super::telea_shallow(image, m, radius, reach)
+    });
+    let structure = check::Structure::of(image, mask, regions);
+    let depth = depth(mask);
+    let deepest = structure.at(check::RING as f32).max(1e-3);
+    let mut bound = vec![0f32; mask.data.len()];
+    for &i in masked {
+        let by_depth = ring[regions.of[i] as usize];
+        let d = depth[i].round().clamp(1.0, check::RING as f32) as usize;
+        let beyond = (structure.at(depth[i]) / deepest).max(1.0);
+        bound[i] = FILL_BOUND * by_depth[d - 1] * beyond;
+    }
+    (noise, bound)
 }
 
 /// The fill errs inside a mask by at most this many times its error on the ring of photo
