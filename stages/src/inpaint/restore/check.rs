@@ -82,8 +82,9 @@ fn grown(mask: &Mask, away: &[f32], by: usize) -> Mask {
 /// The observation's noise variance (levels squared, mean over channels), measured on the
 /// photo around the mask: each unmasked pixel near it (within [`GROUP`]) whose 4 neighbours
 /// are unmasked too, less their mean. For white noise of variance `v` that residual's square,
-/// averaged over three channels, has a median of about `v` (0.79 of its mean `1.25 v`); the
-/// median keeps edges and texture out. At least the 8-bit quantisation's `1 / 12`.
+/// averaged over three channels, has a mean of `1.25 v` and a tenth percentile of 0.195 of
+/// that; the tenth percentile keeps edges and texture out. At least the 8-bit quantisation's
+/// `1 / 12`.
 pub(super) fn noise(image: &Raster, mask: &Mask, regions: &Regions) -> f32 {
     let (w, h) = (mask.width as usize, mask.height as usize);
     let mut squares = Vec::new();
@@ -103,8 +104,6 @@ pub(super) fn noise(image: &Raster, mask: &Mask, regions: &Regions) -> f32 {
         return 1.0 / 12.0;
     }
     let low = squares.len() / 10;
-    // Convert the tenth percentile to the variance (a chi-square of 3 degrees over 3, whose
-    // tenth percentile is 0.195 of its mean; the mean is 1.25 times the noise variance).
     (*squares.select_nth_unstable_by(low, f32::total_cmp).1 / (0.195 * 1.25)).max(1.0 / 12.0)
 }
 
@@ -126,16 +125,14 @@ pub(super) fn ring_fill_error(
 ) -> Vec<[f32; RING]> {
     let ring = grown(mask, &regions.away, RING);
     let filled = fill(&ring);
-    let mut sums = vec![[(0f32, 0f32); RING]; regions.count + 1];
+    let mut sums = vec![[Sum::default(); RING]; regions.count + 1];
     for i in (0..mask.data.len()).filter(|&i| ring.data[i] != 0 && mask.data[i] == 0) {
         let away = (regions.away[i] as usize).clamp(1, RING);
-        let s = &mut sums[regions.of[i] as usize][RING - away];
-        s.0 += mean_square(rgb(&filled, i), rgb(image, i));
-        s.1 += 1.0;
+        sums[regions.of[i] as usize][RING - away].add(mean_square(rgb(&filled, i), rgb(image, i)));
     }
     sums.into_iter()
         .map(|depths| {
-            let measured = depths.map(|(sum, n)| (n > 0.0).then(|| sum / n));
+            let measured = depths.map(Sum::mean);
             // A depth with no pixel takes the one before it (or the first measured).
             let mut last = measured.iter().flatten().next().copied().unwrap_or(0.0);
             measured.map(|m| {
@@ -158,7 +155,7 @@ pub(super) struct Structure([f32; REACH.len()]);
 impl Structure {
     pub(super) fn of(image: &Raster, mask: &Mask, regions: &Regions) -> Self {
         let (w, h) = (mask.width as usize, mask.height as usize);
-        let mut sums = [(0f32, 0f32); REACH.len()];
+        let mut sums = [Sum::default(); REACH.len()];
         let around = regions
             .pixels(w)
             .filter(|&(i, _, _)| regions.of[i] != 0 && mask.data[i] == 0);
@@ -169,14 +166,13 @@ impl Structure {
                     .flatten()
                     .filter(|&j| mask.data[j] == 0)
                 {
-                    sums[k].0 += mean_square(rgb(image, i), rgb(image, j));
-                    sums[k].1 += 1.0;
+                    sums[k].add(mean_square(rgb(image, i), rgb(image, j)));
                 }
             }
         }
         let mut last = 0f32;
-        Structure(sums.map(|(sum, n)| {
-            last = if n > 0.0 { (sum / n).max(last) } else { last };
+        Structure(sums.map(|s| {
+            last = s.mean().map_or(last, |m| m.max(last));
             last
         }))
     }
@@ -196,7 +192,7 @@ impl Structure {
     }
 }
 
-/// Sums of squared differences over pairs of pixels, per region.
+/// A sum of squared differences and how many were added.
 #[derive(Clone, Copy, Default)]
 struct Sum {
     total: f32,
@@ -211,6 +207,13 @@ impl Sum {
 
     fn mean(self) -> Option<f32> {
         (self.pairs > 0.0).then(|| self.total / self.pairs)
+    }
+
+    fn merge(self, other: Sum) -> Sum {
+        Sum {
+            total: self.total + other.total,
+            pairs: self.pairs + other.pairs,
+        }
     }
 }
 
@@ -238,48 +241,38 @@ pub(super) fn trace(
     let mut seam = vec![[Sum::default(); 2]; n];
     let mut inside = vec![Sum::default(); n];
     for (i, x, y) in regions.pixels(w) {
-        {
-            let r = regions.of[i] as usize;
-            if r == 0 {
-                continue;
-            }
-            for (step, far) in [(1, 0), (2, 1)] {
-                for j in [
-                    (x + step < w).then(|| i + step),
-                    (y + step < h).then(|| i + step * w),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    if regions.of[j] as usize != r {
-                        continue;
+        let r = regions.of[i] as usize;
+        if r == 0 {
+            continue;
+        }
+        for (step, far) in [(1, 0), (2, 1)] {
+            for j in [
+                (x + step < w).then(|| i + step),
+                (y + step < h).then(|| i + step * w),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if regions.of[j] as usize != r {
+                    continue;
+                }
+                let (mi, mj) = (mask.data[i] != 0, mask.data[j] != 0);
+                let d = mean_square(rgb(restored, i), rgb(restored, j));
+                match (mi, mj) {
+                    (false, false) => photo[r][far].add(mean_square(rgb(image, i), rgb(image, j))),
+                    (true, true) if far == 0 => {
+                        inside[r].add(d - noise * (gain[i] * gain[i] + gain[j] * gain[j] - 2.0));
                     }
-                    let (mi, mj) = (mask.data[i] != 0, mask.data[j] != 0);
-                    let d = mean_square(rgb(restored, i), rgb(restored, j));
-                    match (mi, mj) {
-                        (false, false) => {
-                            photo[r][far].add(mean_square(rgb(image, i), rgb(image, j)))
-                        }
-                        (true, true) if far == 0 => {
-                            inside[r]
-                                .add(d - noise * (gain[i] * gain[i] + gain[j] * gain[j] - 2.0));
-                        }
-                        (true, true) => {}
-                        _ => {
-                            let g = if mi { gain[i] } else { gain[j] };
-                            seam[r][far].add(d - noise * (g * g - 1.0));
-                        }
+                    (true, true) => {}
+                    _ => {
+                        let g = if mi { gain[i] } else { gain[j] };
+                        seam[r][far].add(d - noise * (g * g - 1.0));
                     }
                 }
             }
         }
     }
-    let pooled = [0, 1].map(|far| {
-        photo.iter().fold(Sum::default(), |s, p| Sum {
-            total: s.total + p[far].total,
-            pairs: s.pairs + p[far].pairs,
-        })
-    });
+    let pooled = [0, 1].map(|far| photo.iter().fold(Sum::default(), |s, p| s.merge(p[far])));
     (0..n)
         .map(|r| {
             let reference = |far: usize| {

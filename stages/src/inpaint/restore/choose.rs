@@ -55,26 +55,27 @@ pub(crate) fn restore(
         || fill_measures(image, mask, &regions, &masked, radius),
         || run(Fit::Flat),
     );
+    let n = regions.count + 1;
+    let mut pixels = vec![0f32; n];
+    for &i in &masked {
+        pixels[regions.of[i] as usize] += 1.0;
+    }
     let candidate = |restored: Option<(Raster, Vec<f32>)>| {
         let (out, gain) = restored?;
         let trace = check::trace(image, mask, &regions, &out, &gain, noise);
         // Per region: the restoration's error (its trace plus the noise as it scales it) and
         // how far it departs from the fill.
-        let n = regions.count + 1;
-        let (mut error, mut departure, mut pixels) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
-        let mut fill_bound = vec![0f32; n];
+        let (mut error, mut departure) = (vec![0f32; n], vec![0f32; n]);
         for &i in &masked {
             let r = regions.of[i] as usize;
-            fill_bound[r] += bound[i];
             error[r] += gain[i] * gain[i] * noise;
             departure[r] += mean_square(rgb(&out, i), rgb(prior, i));
-            pixels[r] += 1.0;
         }
         for r in 0..n {
             let count = pixels[r].max(1.0);
             departure[r] /= count;
             // What of the departure the fill's error cannot account for is the restoration's.
-            let unexplained = departure[r] - fill_bound[r] / count;
+            let unexplained = departure[r] - bound[r];
             error[r] = (error[r] / count + trace[r]).max(unexplained);
         }
         Some(Candidate {
@@ -86,15 +87,10 @@ pub(crate) fn restore(
     // The flat model first; the wider ones (fitted on the whole mask: a gradient spans its
     // regions) only where it does not beat the fill clearly somewhere.
     let mut candidates: Vec<Candidate> = candidate(flat).into_iter().collect();
-    let doubtful: Vec<bool> = (0..=regions.count)
-        .map(|r| {
-            r > 0
-                && candidates
-                    .first()
-                    .is_none_or(|flat| !flat.beats_fill(r, WIDEN_MARGIN))
-        })
-        .collect();
-    if doubtful.iter().any(|&d| d) {
+    let doubtful = candidates
+        .first()
+        .is_none_or(|flat| (1..=regions.count).any(|r| !flat.beats_fill(r, WIDEN_MARGIN)));
+    if doubtful {
         // The two wider models are independent: fitted side by side.
         let (gradient, layers) = rayon::join(|| run(Fit::Gradient), || run(Fit::Layers));
         let (gradient, layers) = (candidate(gradient), candidate(layers));
@@ -127,10 +123,11 @@ pub(crate) fn restore(
     }
 }
 
-/// The observation's noise ([`check::noise`]) and the fill's expected error at each masked
-/// pixel: as it errs on the ring of photo around the pixel's region at the pixel's depth
-/// ([`check::ring_fill_error`]), and deeper than the ring reaches, grown further as the
-/// photo's changes grow with distance ([`check::Structure`]), times [`FILL_BOUND`].
+/// The observation's noise ([`check::noise`]) and, per region (index 0 unused), the fill's
+/// expected error over its pixels: at each, as the fill errs on the ring of photo around the
+/// region at the pixel's depth ([`check::ring_fill_error`]), and deeper than the ring
+/// reaches, grown further as the photo's changes grow with distance ([`check::Structure`]),
+/// times [`FILL_BOUND`].
 fn fill_measures(
     image: &Raster,
     mask: &Mask,
@@ -147,14 +144,18 @@ fn fill_measures(
     let structure = check::Structure::of(image, mask, regions);
     let depth = depth(mask);
     let deepest = structure.at(check::RING as f32).max(1e-3);
-    let mut bound = vec![0f32; mask.data.len()];
+    let mut bound = vec![(0f32, 0f32); regions.count + 1];
     for &i in masked {
-        let by_depth = ring[regions.of[i] as usize];
+        let r = regions.of[i] as usize;
         let d = depth[i].round().clamp(1.0, check::RING as f32) as usize;
         let beyond = (structure.at(depth[i]) / deepest).max(1.0);
-        bound[i] = FILL_BOUND * by_depth[d - 1] * beyond;
+        bound[r].0 += FILL_BOUND * ring[r][d - 1] * beyond;
+        bound[r].1 += 1.0;
     }
-    (noise, bound)
+    (
+        noise,
+        bound.into_iter().map(|(sum, n)| sum / n.max(1.0)).collect(),
+    )
 }
 
 /// The fill errs inside a mask by at most this many times its error on the ring of photo

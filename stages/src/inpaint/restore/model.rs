@@ -132,13 +132,16 @@ impl Model {
         image: impl Fn(usize) -> ([f32; 3], [f32; 3]),
     ) -> Option<Self> {
         let (prior, obs, at) = samples;
-        let positions: Vec<(f32, f32)> = at
-            .iter()
-            .map(|&i| ((i % width) as f32, (i / width) as f32))
-            .collect();
+        // The samples' positions, which only the wider models read.
+        let located = || -> Vec<(f32, f32)> {
+            at.iter()
+                .map(|&i| ((i % width) as f32, (i / width) as f32))
+                .collect()
+        };
         match fit {
             Fit::Flat => Some(Model::one(*base, len, width)),
             Fit::Gradient => {
+                let positions = located();
                 let ramped = fit_blend(prior, obs, Some(&positions))?;
                 let extent = positions
                     .iter()
@@ -154,7 +157,7 @@ impl Model {
                     .then(|| Model::one(ramped, len, width))
             }
             Fit::Layers => {
-                let layers = fit_layers(prior, obs, &positions, *base)?;
+                let layers = fit_layers(prior, obs, &located(), *base)?;
                 let mut model = Model {
                     layers,
                     layer: vec![0; len],
